@@ -1,0 +1,22 @@
+//! `skiff bench …`: whole-system benchmarks that print figures, measure the usual tools in the
+//! same run, and write JSON and an SVG plot.
+
+pub mod image;
+pub mod plot;
+pub mod registry;
+pub mod stats;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Pull + unpack of a multi-layer image from a local registry, against skopeo + umoci.
+    Image(image::ImageBench),
+}
+
+pub async fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Image(bench) => bench.run().await,
+    }
+}

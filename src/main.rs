@@ -1,0 +1,30 @@
+//! The `skiff` binary: a thin clap front over the crates.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = skiff::cli::Cli::parse();
+    skiff::cli::init_tracing(cli.verbose);
+    match skiff::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("skiff: error: {}", dedup_causes(&causes).join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Drops a cause whose text its parent already contains (thiserror messages often embed it).
+fn dedup_causes(causes: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for cause in causes {
+        if !out.last().is_some_and(|prev| prev.contains(cause.as_str())) {
+            out.push(cause.clone());
+        }
+    }
+    out
+}
