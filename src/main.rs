@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A container's setup process is this binary re-executed; it never returns from here.
+    skiff_runtime::container::run_if_setup_process();
     let cli = skiff::cli::Cli::parse();
     skiff::cli::init_tracing(cli.verbose);
     match skiff::cli::run(cli) {

@@ -1,5 +1,10 @@
-//! skiff's Linux runtime: OCI images on disk, and (later) pod sandboxes and containers.
+//! skiff's Linux runtime: OCI images on disk, pod sandboxes (pinned namespaces, cgroups, the
+//! pod network) and containers.
 //! It knows Linux, not Kubernetes.
 
 pub mod cgroup;
+pub mod container;
 pub mod image;
+pub mod net;
+pub mod ns;
+pub mod sandbox;

@@ -2,6 +2,8 @@
 //! images, and deciding whether a privileged test may run.
 #![allow(dead_code)]
 
+pub mod runtime;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,267 @@
+//! Containers from raw Linux primitives, end to end: the runtime's API with the real `skiff`
+//! binary as the setup process and the busybox test image. Needs root (CI runs it as root).
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use skiff_runtime::container::{
+    BindMount, ContainerError, Containers, DEFAULT_CAPABILITIES, Propagation, State,
+};
+use support::privileged_with;
+use support::runtime::Node;
+
+fn ready() -> bool {
+    privileged_with(&["python3", "busybox"])
+}
+
+#[test]
+fn runs_a_command_records_its_exit_code_and_writes_cri_logs() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    let spec = node.spec(
+        "exit3",
+        &["sh", "-c", "echo out; echo err >&2; printf partial; exit 3"],
+    );
+    let log_dir = spec.log.dir.clone();
+    let (code, out, err) = node.run(spec);
+    assert_eq!(code, 3);
+    assert_eq!(out, ["out", "partial"]);
+    assert_eq!(err, ["err"]);
+    let raw = std::fs::read_to_string(log_dir.join("0.log")).unwrap();
+    let first = raw.lines().next().unwrap();
+    let (ts, rest) = first.split_once(' ').unwrap();
+    assert_eq!(ts.len(), "2026-01-01T00:00:00.000000000Z".len(), "{first}");
+    assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{first}");
+    assert!(rest == "stdout F out" || rest == "stderr F err", "{first}");
+}
+
+#[test]
+fn namespaces_are_separate_and_init_is_pid_1() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    let script = "echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo; readlink /proc/self/ns/mnt; readlink /proc/self/ns/pid; ls /proc | grep -c '^[0-9]'";
+    let (code, out, _) = node.run(node.spec("ns", &["sh", "-c", script]));
+    assert_eq!(code, 0);
+    assert_eq!(out[0], "2", "the workload is PID 2, under skiff-init");
+    assert!(out[1].starts_with("skiff-init "), "{out:?}");
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let host_pid = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    assert_ne!(Path::new(&out[2]), host_mnt);
+    assert_ne!(Path::new(&out[3]), host_pid);
+    let processes: u32 = out[4].parse().unwrap();
+    assert!(
+        processes <= 4,
+        "only the container's processes are visible: {processes}"
+    );
+}
+
+#[test]
+fn writes_go_to_the_upper_dir_and_read_only_rootfs_refuses_them() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    let (code, _, _) = node.run(node.spec("writer", &["sh", "-c", "echo data > /etc/new-file"]));
+    assert_eq!(code, 0);
+    let upper = node
+        .dir
+        .path()
+        .join("state/containers/writer/upper/etc/new-file");
+    assert_eq!(std::fs::read_to_string(upper).unwrap(), "data\n");
+    assert!(
+        node.layers.iter().all(|l| !l.join("etc/new-file").exists()),
+        "image layers untouched"
+    );
+
+    let mut ro = node.spec("readonly", &["sh", "-c", "echo data > /etc/new-file"]);
+    ro.readonly_rootfs = true;
+    let (code, _, err) = node.run(ro);
+    assert_ne!(code, 0);
+    assert!(
+        err.iter().any(|l| l.contains("Read-only file system")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn masked_paths_are_masked_and_sys_is_read_only() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    // Masked files read empty (the kernel here has /proc/keys and /proc/timer_list but no kcore).
+    let script = "cat /proc/keys /proc/timer_list | wc -c; ls -A /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/domainname || echo ro-proc; touch /sys/x || echo ro-sys";
+    let (_, out, err) = node.run(node.spec("masked", &["sh", "-c", script]));
+    assert_eq!(out, ["0", "0", "ro-proc", "ro-sys"], "stderr: {err:?}");
+}
+
+#[test]
+fn a_non_root_user_cannot_read_a_root_only_file_and_capabilities_are_dropped() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    let mut user = node.spec("user", &["sh", "-c", "id -u; id -g; cat /root/secret"]);
+    user.process.uid = 1000;
+    user.process.gid = 1000;
+    let (code, out, err) = node.run(user);
+    assert_ne!(code, 0);
+    assert_eq!(out, ["1000", "1000"]);
+    assert!(
+        err.iter().any(|l| l.contains("Permission denied")),
+        "{err:?}"
+    );
+
+    let (_, out, _) = node.run(node.spec(
+        "caps",
+        &["sh", "-c", "grep -E '^Cap(Eff|Bnd)' /proc/self/status"],
+    ));
+    let mask: u64 = DEFAULT_CAPABILITIES.iter().map(|(_, n)| 1u64 << n).sum();
+    let want = format!("{mask:016x}");
+    assert_eq!(
+        out,
+        [format!("CapEff:\t{want}"), format!("CapBnd:\t{want}")]
+    );
+}
+
+#[test]
+fn stop_sends_the_stop_signal_then_escalates_to_sigkill() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    node.containers
+        .create(&node.spec("polite", &["sleep", "1000"]))
+        .unwrap();
+    node.containers.start("polite").unwrap();
+    let status = node
+        .containers
+        .stop("polite", Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        matches!(status.state, State::Exited(e) if e.signal == libc::SIGTERM),
+        "{status:?}"
+    );
+
+    node.containers
+        .create(&node.spec(
+            "stubborn",
+            &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
+        ))
+        .unwrap();
+    node.containers.start("stubborn").unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // let the shell install its trap
+    let started = Instant::now();
+    let status = node
+        .containers
+        .stop("stubborn", Duration::from_millis(500))
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the grace period was honoured"
+    );
+    assert!(
+        matches!(status.state, State::Exited(e) if e.signal == libc::SIGKILL),
+        "{status:?}"
+    );
+    node.containers.remove("stubborn").unwrap();
+    assert!(matches!(
+        node.containers.status("stubborn"),
+        Err(ContainerError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_missing_command_is_a_clear_start_error() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    node.containers
+        .create(&node.spec("nocmd", &["no-such-command"]))
+        .unwrap();
+    let err = node.containers.start("nocmd").unwrap_err().to_string();
+    assert!(
+        err.contains("no-such-command") && err.contains("not found"),
+        "{err}"
+    );
+    let status = node
+        .containers
+        .wait("nocmd", Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        matches!(status.state, State::Exited(e) if e.code == 127),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn a_failed_create_leaves_nothing_behind() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    let mut spec = node.spec("broken", &["true"]);
+    spec.mounts.push(BindMount {
+        source: "/nonexistent/volume".into(),
+        destination: "/data".into(),
+        readonly: false,
+        propagation: Propagation::Private,
+    });
+    let err = node.containers.create(&spec).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/volume"), "{err}");
+    assert!(!node.dir.path().join("state/containers/broken").exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(node.dir.path().to_str().unwrap()),
+        "no mount leaked"
+    );
+    assert!(node.containers.list().unwrap().is_empty());
+}
+
+#[test]
+fn a_restarted_runtime_re_adopts_running_containers_and_sees_exits() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    for i in 0..20 {
+        let args: &[&str] = if i < 2 {
+            &["sleep", "1"]
+        } else {
+            &["sleep", "1000"]
+        };
+        node.containers
+            .create(&node.spec(&format!("c{i}"), args))
+            .unwrap();
+        node.containers.start(&format!("c{i}")).unwrap();
+    }
+    // The "daemon" goes away: containers are not its children, so nothing happens to them.
+    let state = node.dir.path().join("state");
+    drop(node.containers.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    let again = Containers::open(&state, env!("CARGO_BIN_EXE_skiff")).unwrap();
+    let list = again.list().unwrap();
+    let running = list.iter().filter(|s| s.state == State::Running).count();
+    let exited: Vec<_> = list
+        .iter()
+        .filter(|s| matches!(s.state, State::Exited(e) if e.code == 0 && e.signal == 0))
+        .collect();
+    assert_eq!((running, exited.len()), (18, 2), "{list:?}");
+    for s in &list {
+        again.stop(&s.id, Duration::from_secs(5)).unwrap();
+    }
+    assert!(
+        again
+            .list()
+            .unwrap()
+            .iter()
+            .all(|s| matches!(s.state, State::Exited(_)))
+    );
+}
