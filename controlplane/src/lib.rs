@@ -1,4 +1,5 @@
-//! skiff's control plane: the revisioned object store the API server is built on.
+//! skiff's control plane: the revisioned object store and the Kubernetes API server on it.
 #![forbid(unsafe_code)]
 
+pub mod apiserver;
 pub mod store;

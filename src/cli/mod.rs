@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch; each subcommand group lives in its own module.
 
+mod controlplane;
 mod image;
 mod progress;
 
@@ -35,6 +36,8 @@ pub enum Command {
     /// Measure skiff against the usual tools, print figures, write JSON and a plot.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Run the Kubernetes API server (HTTPS; writes DATA_DIR/kubeconfig) until SIGTERM.
+    Apiserver(controlplane::ApiServerArgs),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -58,5 +61,6 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Image(cmd) => runtime.block_on(image::run(&cli.root, cmd)),
         Command::Bench(cmd) => runtime.block_on(crate::bench::run(cmd)),
+        Command::Apiserver(args) => runtime.block_on(controlplane::run(args)),
     }
 }

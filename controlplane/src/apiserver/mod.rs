@@ -1,0 +1,259 @@
+//! The Kubernetes API server: HTTPS (rustls, ring) with bearer-token auth, discovery,
+//! OpenAPI v3, and generic REST over the revisioned store for the resources in
+//! `registry.rs`. Requests are parsed into commands (`request.rs`) apart from their effects
+//! (`handlers/`). See `docs/design/004-apiserver.md`.
+
+mod admit;
+mod auth;
+mod defaults;
+mod discovery;
+mod error;
+mod handlers;
+mod openapi;
+mod patch;
+mod registry;
+mod request;
+mod selector;
+mod status;
+mod strategic;
+mod table;
+mod tls;
+mod validate;
+mod watch;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+pub use error::ApiServerError;
+pub use handlers::AppState;
+pub use status::ApiError;
+
+use crate::store::{EmbeddedStore, EtcdStore, Store, StoreError};
+
+/// The Kubernetes minor version the server reports (and whose types it serves).
+pub const KUBERNETES_MINOR: &str = "33";
+
+/// How to run the API server.
+#[derive(Debug, Clone)]
+pub struct ApiServerConfig {
+    /// Where the store (embedded), the PKI and the kubeconfig live.
+    pub data_dir: PathBuf,
+    /// The HTTPS listen address (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// etcd endpoints; empty selects the embedded store.
+    pub etcd: Vec<String>,
+    /// Extra names or IPs for the serving certificate.
+    pub extra_sans: Vec<String>,
+    /// Interval of BOOKMARK events on watches that allow them.
+    pub bookmark_interval: Duration,
+    /// The largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl ApiServerConfig {
+    /// Defaults: 127.0.0.1:6443, embedded store, 60 s bookmarks, 3 MiB bodies.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ApiServerConfig {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 6443)),
+            etcd: Vec::new(),
+            extra_sans: Vec::new(),
+            bookmark_interval: Duration::from_secs(60),
+            max_body_bytes: 3 * 1024 * 1024,
+        }
+    }
+}
+
+/// A started server.
+pub struct RunningApiServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// `DATA_DIR/kubeconfig`, pointing at `addr` with the admin token.
+    pub kubeconfig: PathBuf,
+    /// The admin bearer token.
+    pub token: String,
+    /// PEM of the CA that signed the serving certificate.
+    pub ca_pem: String,
+    handle: Handle<SocketAddr>,
+    task: JoinHandle<Result<(), ApiServerError>>,
+}
+
+impl RunningApiServer {
+    /// Stops accepting connections, lets in-flight requests finish briefly, and waits.
+    pub async fn shutdown(self) -> Result<(), ApiServerError> {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(2)));
+        self.wait().await
+    }
+
+    /// Waits until the server stops.
+    pub async fn wait(self) -> Result<(), ApiServerError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(ApiServerError::Serve(std::io::Error::other(
+                join.to_string(),
+            ))),
+        }
+    }
+}
+
+async fn open_store(config: &ApiServerConfig) -> Result<Arc<dyn Store>, ApiServerError> {
+    if config.etcd.is_empty() {
+        Ok(Arc::new(EmbeddedStore::open(&config.data_dir)?))
+    } else {
+        Ok(Arc::new(EtcdStore::connect(&config.etcd, "/skiff").await?))
+    }
+}
+
+/// Creates the namespaces every cluster has (`default`, `kube-system`, …) if missing.
+async fn ensure_namespaces(store: &dyn Store) -> Result<(), ApiServerError> {
+    let Some(namespaces) = registry::find("", "v1", "namespaces") else {
+        return Ok(());
+    };
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let body = json!({"metadata": {"name": name}});
+        let opts = request::WriteOptions::default();
+        let Ok(object) = admit::prepare_create(namespaces, body, None, Timestamp::now(), &opts)
+        else {
+            continue;
+        };
+        let bytes = serde_json::to_vec(&object).unwrap_or_default();
+        match store.create(&namespaces.key(None, name), bytes).await {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Opens the store and credentials, binds, and serves in a background task.
+pub async fn start(config: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ApiServerError::Io {
+        op: "create",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store = open_store(&config).await?;
+    start_with_store(config, store).await
+}
+
+/// As `start`, over a store the caller opened.
+pub async fn start_with_store(
+    config: ApiServerConfig,
+    store: Arc<dyn Store>,
+) -> Result<RunningApiServer, ApiServerError> {
+    ensure_namespaces(store.as_ref()).await?;
+    let pki = tls::load_or_create(&config.data_dir, &config.extra_sans)?;
+    let tls_config = RustlsConfig::from_config(tls::server_config(&pki)?);
+    let listener =
+        std::net::TcpListener::bind(config.listen).map_err(|source| ApiServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ApiServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ApiServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let host = if addr.ip().is_unspecified() {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+    } else {
+        addr
+    };
+    let kubeconfig = tls::write_kubeconfig(&config.data_dir, &format!("https://{host}"), &pki)?;
+    let state = AppState {
+        store,
+        bookmark_interval: config.bookmark_interval,
+        max_body_bytes: config.max_body_bytes,
+    };
+    let app = router(state, Arc::from(pki.token.as_str()));
+    let handle = Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, tls_config)
+        .map_err(|source| ApiServerError::Bind { addr, source })?
+        .handle(handle.clone());
+    let task = tokio::spawn(async move {
+        server
+            .serve(app.into_make_service())
+            .await
+            .map_err(ApiServerError::Serve)
+    });
+    tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
+    Ok(RunningApiServer {
+        addr,
+        kubeconfig,
+        token: pki.token,
+        ca_pem: pki.ca_pem,
+        handle,
+        task,
+    })
+}
+
+/// The routes: fixed endpoints, then everything under `/api` and `/apis` via the parser.
+pub fn router(state: AppState, token: Arc<str>) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(ok))
+        .route("/openapi/v3", get(openapi_root))
+        .route("/openapi/v3/{*rest}", get(openapi_doc))
+        .fallback(handlers::handle)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            token,
+            auth::require_token,
+        ))
+}
+
+/// The `/version` document.
+pub fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": KUBERNETES_MINOR,
+        "gitVersion": format!("v1.{KUBERNETES_MINOR}.0-skiff"),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": "linux/amd64",
+    })
+}
+
+async fn version() -> Response {
+    handlers::json(StatusCode::OK, &version_info())
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+async fn openapi_root() -> Response {
+    handlers::json(StatusCode::OK, &openapi::root())
+}
+
+async fn openapi_doc(Path(rest): Path<String>) -> Response {
+    match openapi::by_path(&rest) {
+        Some(doc) => handlers::json(StatusCode::OK, &doc),
+        None => ApiError::no_route(&format!("/openapi/v3/{rest}")).into_response(),
+    }
+}

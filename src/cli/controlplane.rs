@@ -1,0 +1,47 @@
+//! `skiff apiserver`: runs the Kubernetes API server until SIGTERM or ctrl-c.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use skiff_controlplane::apiserver::{self, ApiServerConfig};
+
+/// Options of `skiff apiserver`.
+#[derive(Debug, Args)]
+pub struct ApiServerArgs {
+    /// Where the store, certificates, token and kubeconfig live.
+    #[arg(long, default_value = "/var/lib/skiff/apiserver")]
+    pub data_dir: PathBuf,
+    /// HTTPS listen address.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// etcd endpoint (repeatable); without it the embedded store in --data-dir is used.
+    #[arg(long)]
+    pub etcd: Vec<String>,
+    /// Extra DNS name or IP for the serving certificate (repeatable).
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
+}
+
+pub async fn run(args: ApiServerArgs) -> Result<()> {
+    let mut config = ApiServerConfig::new(&args.data_dir);
+    config.listen = args.listen;
+    config.etcd = args.etcd;
+    config.extra_sans = args.tls_san;
+    let server = apiserver::start(config)
+        .await
+        .context("starting the API server")?;
+    eprintln!(
+        "skiff apiserver listening on https://{}; kubeconfig: {}",
+        server.addr,
+        server.kubeconfig.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    server.shutdown().await.context("stopping the API server")
+}
