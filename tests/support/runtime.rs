@@ -107,3 +107,11 @@ impl Node {
     }
 }
 
+impl Drop for Node {
+    /// Whatever a test left running (also when it failed) is stopped.
+    fn drop(&mut self) {
+        for status in self.containers.list().unwrap_or_default() {
+            let _ = self.containers.stop(&status.id, Duration::from_millis(200));
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Pod sandboxes end to end: pinned namespaces, a veth on a bridge, a pod cgroup, and real
+//! containers joining them. Everything network-related happens inside a "node" network
+//! namespace the test creates; needs root.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use skiff_runtime::cgroup::{CgroupFs, Limit, Parent, Resources};
+use skiff_runtime::container::{State, logs};
+use skiff_runtime::net::{NetHandle, PodInterface};
+use skiff_runtime::ns::{self, NsKind, PinnedNs};
+use skiff_runtime::sandbox::{SandboxSpec, Sandboxes};
+use support::privileged_with;
+use support::runtime::Node;
+
+/// A node network namespace with a bridge, and sandboxes whose interfaces attach to it.
+struct Pods {
+    node: Node,
+    sandboxes: Sandboxes,
+    node_netns: PathBuf,
+    cgroup_parent: String,
+    ids: Vec<String>,
+}
+
+impl Pods {
+    fn new(test: &str) -> Pods {
+        let node = Node::new();
+        let pins = ns::prepare_state_dir(&node.dir.path().join("node-ns")).unwrap();
+        let node_netns = pins.join("net");
+        PinnedNs::create(NsKind::Net, &node_netns, || Ok(())).unwrap();
+        let fd = PinnedNs::open(&node_netns).unwrap();
+        let mut handle = NetHandle::in_netns(std::os::fd::AsFd::as_fd(&fd), "node").unwrap();
+        handle
+            .ensure_bridge("skiff0", "10.244.0.1/24".parse().unwrap())
+            .unwrap();
+        let cgroups = CgroupFs::detect().unwrap();
+        let cgroup_parent = cgroup_parent_for(test);
+        let sandboxes = Sandboxes::open(
+            node.dir.path(),
+            cgroups,
+            cgroup_parent.clone(),
+            Some(node_netns.clone()),
+        )
+        .unwrap();
+        Pods {
+            node,
+            sandboxes,
+            node_netns,
+            cgroup_parent,
+            ids: Vec::new(),
+        }
+    }
+
+    fn pod(&mut self, id: &str, ip: &str, resources: Resources) {
+        let spec = SandboxSpec {
+            id: id.into(),
+            hostname: id.into(),
+            network: Some(PodInterface {
+                host_ifname: format!("veth-{id}"),
+                bridge: "skiff0".into(),
+                pod_ifname: "eth0".into(),
+                address: format!("{ip}/24").parse().unwrap(),
+                gateway: "10.244.0.1".parse().unwrap(),
+            }),
+            resources,
+        };
+        self.sandboxes.create(&spec).unwrap();
+        self.ids.push(id.into());
+    }
+
+    /// A container of pod `pod` with the given limits.
+    fn container(
+        &self,
+        pod: &str,
+        name: &str,
+        args: &[&str],
+        resources: &Resources,
+    ) -> skiff_runtime::container::ContainerSpec {
+        let mut spec = self.node.spec(&format!("{pod}-{name}"), args);
+        spec.join = self.sandboxes.join(pod).unwrap();
+        let cgroup = self
+            .sandboxes
+            .container_cgroup(pod, name, resources)
+            .unwrap();
+        spec.cgroup_procs = cgroup
+            .nodes()
+            .iter()
+            .map(|n| n.dir.join("cgroup.procs"))
+            .collect();
+        spec
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        for status in self.node.containers.list().unwrap_or_default() {
+            let _ = self
+                .node
+                .containers
+                .stop(&status.id, Duration::from_secs(2));
+        }
+        for id in &self.ids {
+            let _ = self.sandboxes.remove(id);
+        }
+        let _ = PinnedNs::remove(&self.node_netns);
+        let _ = ns::release_state_dir(self.node_netns.parent().unwrap());
+        let _ = ns::release_state_dir(&self.node.dir.path().join("sandboxes"));
+        // The parent of the pod cgroups, created for this test below our own cgroup.
+        if let Ok(parent) =
+            CgroupFs::detect().and_then(|fs| fs.open(&Parent::Own, &self.cgroup_parent))
+        {
+            let _ = parent.remove();
+        }
+    }
+}
+
+/// A parent cgroup per test (tests run in parallel in one process).
+fn cgroup_parent_for(test: &str) -> String {
+    format!("skiff-test-{}-{test}", std::process::id())
+}
+
+fn ready() -> bool {
+    privileged_with(&["python3", "busybox"])
+}
+
+#[test]
+fn pods_get_their_own_hostname_and_address_and_reach_each_other() {
+    if !ready() {
+        return;
+    }
+    let mut pods = Pods::new("net");
+    pods.pod("web", "10.244.0.2", Resources::default());
+    pods.pod("client", "10.244.0.3", Resources::default());
+    let web = pods.container(
+        "web",
+        "httpd",
+        &["httpd", "-f", "-p", "80", "-h", "/var/www"],
+        &Resources::default(),
+    );
+    pods.node.containers.create(&web).unwrap();
+    pods.node.containers.start(&web.id).unwrap();
+
+    let script = "hostname; ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; \
+                  for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O- http://10.244.0.2/ && break; sleep 0.2; done";
+    let client = pods.container(
+        "client",
+        "curl",
+        &["sh", "-c", script],
+        &Resources::default(),
+    );
+    let (code, out, err) = pods.node.run(client);
+    assert_eq!(code, 0, "stderr: {err:?}");
+    assert_eq!(out, ["client", "inet 10.244.0.3/24", "hello from skiff"]);
+
+    // The host's own hostname and network are untouched.
+    assert_ne!(
+        rustix::system::uname().nodename().to_str().unwrap(),
+        "client"
+    );
+    assert!(
+        !std::fs::read_to_string("/proc/net/dev")
+            .unwrap()
+            .contains("veth-web")
+    );
+}
+
+#[test]
+fn a_container_over_its_memory_limit_is_oom_killed_and_detected() {
+    if !ready() {
+        return;
+    }
+    let mut pods = Pods::new("oom");
+    pods.pod("hog", "10.244.0.4", Resources::default());
+    let limits = Resources {
+        memory_max: Some(Limit::Value(32 << 20)),
+        ..Default::default()
+    };
+    // busybox dd allocates its block: 256 MiB cannot fit in 32 MiB.
+    let spec = pods.container(
+        "hog",
+        "dd",
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
+        &limits,
+    );
+    let id = spec.id.clone();
+    pods.node.containers.create(&spec).unwrap();
+    pods.node.containers.start(&id).unwrap();
+    let status = pods
+        .node
+        .containers
+        .wait(&id, Duration::from_secs(30))
+        .unwrap();
+    assert!(
+        matches!(status.state, State::Exited(e) if e.signal == libc::SIGKILL),
+        "{status:?}"
+    );
+    let cgroup = pods.sandboxes.cgroup("hog").unwrap();
+    let below = Parent::Below(format!("{}/pod-hog", pods.cgroup_parent).into());
+    let container_cgroup = CgroupFs::detect().unwrap().open(&below, "dd").unwrap();
+    assert!(
+        container_cgroup.oom_kills().unwrap() >= 1,
+        "the kernel's OOM killer did it"
+    );
+    assert!(cgroup.pids().unwrap().is_empty());
+    let log = logs::read(&spec.log.dir, &spec.log.name, None).unwrap();
+    assert!(
+        log.is_empty() || log.iter().all(|l| !l.text.contains("records out")),
+        "dd never finished: {log:?}"
+    );
+}
