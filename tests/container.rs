@@ -265,3 +265,24 @@ fn a_restarted_runtime_re_adopts_running_containers_and_sees_exits() {
             .all(|s| matches!(s.state, State::Exited(_)))
     );
 }
+
+#[test]
+fn the_init_of_a_running_container_stays_under_one_mebibyte() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    node.containers.create(&node.spec("small", &["sh", "-c", "echo hi; sleep 1000"])).unwrap();
+    let status = node.containers.start("small").unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // let it log a line
+    let pid = status.pid.unwrap();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 = proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    println!("skiff-init VmRSS: {rss_kb} kB");
+    assert!(rss_kb <= 1024, "skiff-init uses {rss_kb} kB");
+    node.containers.stop("small", Duration::from_secs(5)).unwrap();
+}
