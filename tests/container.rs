@@ -272,7 +272,9 @@ fn the_init_of_a_running_container_stays_under_one_mebibyte() {
         return;
     }
     let node = Node::new();
-    node.containers.create(&node.spec("small", &["sh", "-c", "echo hi; sleep 1000"])).unwrap();
+    node.containers
+        .create(&node.spec("small", &["sh", "-c", "echo hi; sleep 1000"]))
+        .unwrap();
     let status = node.containers.start("small").unwrap();
     std::thread::sleep(Duration::from_millis(300)); // let it log a line
     let pid = status.pid.unwrap();
@@ -284,5 +286,107 @@ fn the_init_of_a_running_container_stays_under_one_mebibyte() {
         .unwrap();
     println!("skiff-init VmRSS: {rss_kb} kB");
     assert!(rss_kb <= 1024, "skiff-init uses {rss_kb} kB");
-    node.containers.stop("small", Duration::from_secs(5)).unwrap();
+    node.containers
+        .stop("small", Duration::from_secs(5))
+        .unwrap();
+}
+
+#[test]
+fn exec_runs_in_the_container_and_returns_output_and_exit_code() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    let mut spec = node.spec("target", &["sleep", "1000"]);
+    spec.process.env.push("FROM_IMAGE=yes".into());
+    node.containers.create(&spec).unwrap();
+    node.containers.start("target").unwrap();
+
+    let exec = skiff_runtime::container::ExecSpec {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo $FROM_IMAGE $EXTRA; cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 3".into(),
+        ],
+        env: vec!["EXTRA=given".into()],
+    };
+    let out = node
+        .containers
+        .exec(
+            "target",
+            &exec,
+            [Stdio::null(), Stdio::piped(), Stdio::piped()],
+        )
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("yes given\nskiff-init "), "{stdout}");
+
+    // stdin streams through unchanged.
+    let cat = skiff_runtime::container::ExecSpec {
+        args: vec!["cat".into()],
+        env: vec![],
+    };
+    let mut child = node
+        .containers
+        .exec(
+            "target",
+            &cat,
+            [Stdio::piped(), Stdio::piped(), Stdio::null()],
+        )
+        .unwrap();
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn({
+        let data = data.clone();
+        move || stdin.write_all(&data)
+    });
+    let mut back = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut back).unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(back, data);
+
+    let missing = skiff_runtime::container::ExecSpec {
+        args: vec!["no-such-tool".into()],
+        env: vec![],
+    };
+    let out = node
+        .containers
+        .exec(
+            "target",
+            &missing,
+            [Stdio::null(), Stdio::null(), Stdio::piped()],
+        )
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(127),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.containers
+        .stop("target", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        node.containers
+            .exec(
+                "target",
+                &cat,
+                [Stdio::null(), Stdio::null(), Stdio::null()]
+            )
+            .is_err(),
+        "no exec into a stopped container"
+    );
 }

@@ -327,6 +327,40 @@ impl Containers {
         Ok(out)
     }
 
+    /// Runs a process in the running container with the container's identity, capabilities
+    /// and environment (plus `spec.env`). Returns the child process: its stdio are pipes as
+    /// `stdio` asks, and its exit status is the exec'd process's (126 when it could not be
+    /// run, 127 when the command was not found).
+    pub fn exec(
+        &self,
+        id: &str,
+        spec: &super::ExecSpec,
+        stdio: [Stdio; 3],
+    ) -> Result<std::process::Child, ContainerError> {
+        let status = self.status(id)?;
+        if status.state != State::Running {
+            return Err(ContainerError::State {
+                id: id.into(),
+                wanted: "running",
+                state: describe(&status.state),
+            });
+        }
+        let [stdin, stdout, stderr] = stdio;
+        Command::new(&self.setup_binary)
+            .arg0(super::EXEC_ARG0)
+            .arg(self.paths(id).dir)
+            .arg(to_json(spec))
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| ContainerError::Io {
+                path: self.setup_binary.clone(),
+                op: "spawn exec",
+                source,
+            })
+    }
+
     /// Waits until the container has exited, up to `timeout`.
     pub fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus, ContainerError> {
         if let Some(init) = read_init(&self.paths(id)) {

@@ -2,6 +2,7 @@
 //! whose PID 1 is skiff-init, set up by a short-lived setup process from a plan the runtime
 //! writes. See `setup.rs` for the process tree and `plan.rs` for the rootfs.
 
+mod exec;
 pub mod logs;
 mod manager;
 pub mod plan;
@@ -14,6 +15,7 @@ mod sys;
 
 use std::path::PathBuf;
 
+pub use exec::{EXEC_ARG0, ExecSpec};
 pub use manager::{ContainerStatus, Containers, State};
 pub use setup::{SETUP_ARG0, run_if_setup_process};
 pub use spec::{

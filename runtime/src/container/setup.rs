@@ -21,7 +21,7 @@ use rustix::fs::{Mode, OFlags};
 
 use super::plan::{INIT_IN_CONTAINER, SetupPlan};
 use super::rootfs;
-use super::spec::NsKind;
+use super::spec::{NsKind, ProcessSpec};
 use super::sys::{self, SysError, SysResult};
 
 /// argv[0] that makes a skiff binary run as a container's setup process.
@@ -38,10 +38,12 @@ const INIT_STATUS_FD: i32 = 7;
 /// container's setup process, it does that work and exits; otherwise it returns at once.
 pub fn run_if_setup_process() {
     let mut args = std::env::args_os();
-    let is_setup = args
-        .next()
-        .is_some_and(|a| Path::new(&a).file_name() == Some(OsStr::new(SETUP_ARG0)));
-    if !is_setup {
+    let arg0 = args.next().unwrap_or_default();
+    let name = Path::new(&arg0).file_name();
+    if name == Some(OsStr::new(super::exec::EXEC_ARG0)) {
+        super::exec::run(args)
+    }
+    if name != Some(OsStr::new(SETUP_ARG0)) {
         return;
     }
     let Some(state_dir) = args.next() else {
@@ -55,13 +57,13 @@ pub fn run_if_setup_process() {
     sys::exit(0);
 }
 
-fn report(line: &str) {
+pub(super) fn report(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
 
-fn io_err(call: &'static str, path: &Path, source: std::io::Error) -> SysError {
+pub(super) fn io_err(call: &'static str, path: &Path, source: std::io::Error) -> SysError {
     SysError {
         call,
         subject: path.display().to_string(),
@@ -103,7 +105,7 @@ fn stage1(state_dir: &Path) -> SysResult<()> {
     }
 }
 
-fn ns_flag(kind: NsKind) -> libc::c_int {
+pub(super) fn ns_flag(kind: NsKind) -> libc::c_int {
     match kind {
         NsKind::Net => libc::CLONE_NEWNET,
         NsKind::Ipc => libc::CLONE_NEWIPC,
@@ -112,7 +114,7 @@ fn ns_flag(kind: NsKind) -> libc::c_int {
     }
 }
 
-fn open_path(path: &Path, flags: OFlags) -> SysResult<OwnedFd> {
+pub(super) fn open_path(path: &Path, flags: OFlags) -> SysResult<OwnedFd> {
     rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| io_err("open", path, e.into()))
 }
@@ -229,7 +231,7 @@ fn workload(plan: &SetupPlan, fifo: &OwnedFd, out: &OwnedFd, err: &OwnedFd) -> !
         Ok(f) => f,
         Err(e) => fail(io_err("open", Path::new("start fifo"), e)),
     };
-    let (path, args, env) = match exec_args(plan) {
+    let (path, args, env) = match exec_args(&plan.process) {
         Ok(v) => v,
         Err(e) => {
             let _ = write!(start, "{e}");
@@ -243,12 +245,17 @@ fn workload(plan: &SetupPlan, fifo: &OwnedFd, out: &OwnedFd, err: &OwnedFd) -> !
 }
 
 fn prepare_workload(plan: &SetupPlan, out: &OwnedFd, err: &OwnedFd) -> SysResult<()> {
-    let p = &plan.process;
     sys::setsid()?;
     let null = open_path(Path::new("/dev/null"), OFlags::RDONLY)?;
     sys::dup2(null.as_raw_fd(), 0)?;
     sys::dup2(out.as_raw_fd(), 1)?;
     sys::dup2(err.as_raw_fd(), 2)?;
+    apply_process(&plan.process)
+}
+
+/// Working directory, limits, capabilities, identity and no_new_privs of a container
+/// process (the workload, or a process exec'd into the container).
+pub(super) fn apply_process(p: &ProcessSpec) -> SysResult<()> {
     let cwd = Path::new(&p.cwd);
     if let Err(e) = std::fs::create_dir_all(cwd).and_then(|()| std::env::set_current_dir(cwd)) {
         return Err(io_err("chdir", cwd, e));
@@ -276,8 +283,7 @@ fn prepare_workload(plan: &SetupPlan, out: &OwnedFd, err: &OwnedFd) -> SysResult
 }
 
 /// The executable (looked up in the container's PATH), argv and environment.
-fn exec_args(plan: &SetupPlan) -> SysResult<(CString, Vec<CString>, Vec<CString>)> {
-    let p = &plan.process;
+pub(super) fn exec_args(p: &ProcessSpec) -> SysResult<(CString, Vec<CString>, Vec<CString>)> {
     let argv0 = p.args.first().ok_or_else(|| {
         io_err(
             "exec",
