@@ -390,3 +390,30 @@ fn exec_runs_in_the_container_and_returns_output_and_exit_code() {
         "no exec into a stopped container"
     );
 }
+
+#[test]
+fn runtime_default_seccomp_refuses_mount_even_with_cap_sys_admin() {
+    use skiff_runtime::container::seccomp::Seccomp;
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    let script = "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo mounted";
+    for (id, profile, want_mounted) in [
+        ("confined", Seccomp::RuntimeDefault, false),
+        ("unconfined", Seccomp::Unconfined, true),
+    ] {
+        let mut spec = node.spec(id, &["sh", "-c", script]);
+        spec.process.capabilities.push(21); // CAP_SYS_ADMIN
+        spec.process.seccomp = profile;
+        let (code, out, err) = node.run(spec);
+        assert_eq!(code == 0, want_mounted, "{id}: {out:?} {err:?}");
+        if !want_mounted {
+            // busybox words EPERM as "permission denied (are you root?)".
+            assert!(
+                err.iter().any(|l| l.contains("permission denied")),
+                "{err:?}"
+            );
+        }
+    }
+}

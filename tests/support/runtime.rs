@@ -62,6 +62,7 @@ impl Node {
                 no_new_privileges: true,
                 rlimits: vec![],
                 stop_signal: libc::SIGTERM,
+                seccomp: Default::default(),
             },
             join: vec![],
             cgroup_procs: vec![],

@@ -8,6 +8,7 @@ mod manager;
 pub mod plan;
 pub mod process;
 mod rootfs;
+pub mod seccomp;
 mod setup;
 pub mod spec;
 pub mod state;

@@ -292,6 +292,7 @@ mod tests {
                 no_new_privileges: false,
                 rlimits: vec![],
                 stop_signal: 15,
+                seccomp: Default::default(),
             },
             join: vec![(NsKind::Net, "/run/ns/net".into())],
             cgroup_procs: vec![],

@@ -256,6 +256,15 @@ fn prepare_workload(plan: &SetupPlan, out: &OwnedFd, err: &OwnedFd) -> SysResult
 /// Working directory, limits, capabilities, identity and no_new_privs of a container
 /// process (the workload, or a process exec'd into the container).
 pub(super) fn apply_process(p: &ProcessSpec) -> SysResult<()> {
+    // First, while every capability is still held (installing a filter without
+    // no_new_privs needs CAP_SYS_ADMIN); nothing done after it is on the deny list.
+    super::seccomp::install(p.seccomp).map_err(|e| {
+        io_err(
+            "install",
+            Path::new("seccomp filter"),
+            std::io::Error::other(e),
+        )
+    })?;
     let cwd = Path::new(&p.cwd);
     if let Err(e) = std::fs::create_dir_all(cwd).and_then(|()| std::env::set_current_dir(cwd)) {
         return Err(io_err("chdir", cwd, e));

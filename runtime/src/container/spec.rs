@@ -53,6 +53,8 @@ pub struct ProcessSpec {
     pub rlimits: Vec<(u32, u64, u64)>,
     /// The signal `stop` sends first (the image's STOPSIGNAL, else SIGTERM).
     pub stop_signal: i32,
+    #[serde(default)]
+    pub seccomp: super::seccomp::Seccomp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

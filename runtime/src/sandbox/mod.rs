@@ -27,7 +27,12 @@ pub enum SandboxError {
     #[error("sandbox {id}: {source}")]
     Cgroup { id: String, source: CgroupError },
     #[error("sandbox {id}: {op} {}: {source}", path.display())]
-    Io { id: String, op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        id: String,
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What a pod's sandbox is made of.
@@ -68,9 +73,17 @@ impl Sandboxes {
         cgroup_parent: impl Into<PathBuf>,
         node_netns: Option<PathBuf>,
     ) -> Result<Sandboxes, SandboxError> {
-        let ns_err = |source| SandboxError::Namespace { id: String::new(), source };
+        let ns_err = |source| SandboxError::Namespace {
+            id: String::new(),
+            source,
+        };
         let dir = ns::prepare_state_dir(&root.join("sandboxes")).map_err(ns_err)?;
-        Ok(Sandboxes { dir, cgroups, cgroup_parent: cgroup_parent.into(), node_netns })
+        Ok(Sandboxes {
+            dir,
+            cgroups,
+            cgroup_parent: cgroup_parent.into(),
+            node_netns,
+        })
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -99,9 +112,17 @@ impl Sandboxes {
         let id = spec.id.clone();
         let io = |op, path: &Path| {
             let (id, path) = (id.clone(), path.to_path_buf());
-            move |source| SandboxError::Io { id, op, path, source }
+            move |source| SandboxError::Io {
+                id,
+                op,
+                path,
+                source,
+            }
         };
-        let ns_err = |source| SandboxError::Namespace { id: id.clone(), source };
+        let ns_err = |source| SandboxError::Namespace {
+            id: id.clone(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
         let hostname = spec.hostname.clone();
         PinnedNs::create(NsKind::Uts, dir.join("uts"), move || {
@@ -111,12 +132,22 @@ impl Sandboxes {
         PinnedNs::create(NsKind::Ipc, dir.join("ipc"), || Ok(())).map_err(ns_err)?;
         if let Some(iface) = &spec.network {
             PinnedNs::create(NsKind::Net, dir.join("net"), || Ok(())).map_err(ns_err)?;
-            let net_err = |source| SandboxError::Network { id: id.clone(), source };
+            let net_err = |source| SandboxError::Network {
+                id: id.clone(),
+                source,
+            };
             let mut node = self.node_handle().map_err(net_err)?;
-            node.add_pod_interface_at(&dir.join("net"), iface).map_err(net_err)?;
+            node.add_pod_interface_at(&dir.join("net"), iface)
+                .map_err(net_err)?;
         }
-        let cg_err = |source| SandboxError::Cgroup { id: id.clone(), source };
-        let cgroup = self.cgroups.create(&self.pod_parent(), &pod_cgroup_name(&id)).map_err(cg_err)?;
+        let cg_err = |source| SandboxError::Cgroup {
+            id: id.clone(),
+            source,
+        };
+        let cgroup = self
+            .cgroups
+            .create(&self.pod_parent(), &pod_cgroup_name(&id))
+            .map_err(cg_err)?;
         cgroup.apply(&spec.resources).map_err(cg_err)?;
         let record = SandboxRecord {
             id: id.clone(),
@@ -144,7 +175,10 @@ impl Sandboxes {
         if !dir.join("sandbox.json").is_file() {
             return Err(SandboxError::NotFound(id.into()));
         }
-        let mut join = vec![(JoinKind::Uts, dir.join("uts")), (JoinKind::Ipc, dir.join("ipc"))];
+        let mut join = vec![
+            (JoinKind::Uts, dir.join("uts")),
+            (JoinKind::Ipc, dir.join("ipc")),
+        ];
         if dir.join("net").exists() {
             join.push((JoinKind::Net, dir.join("net")));
         }
@@ -155,13 +189,24 @@ impl Sandboxes {
     pub fn cgroup(&self, id: &str) -> Result<Cgroup, SandboxError> {
         self.cgroups
             .open(&self.pod_parent(), &pod_cgroup_name(id))
-            .map_err(|source| SandboxError::Cgroup { id: id.into(), source })
+            .map_err(|source| SandboxError::Cgroup {
+                id: id.into(),
+                source,
+            })
     }
 
     /// Creates a container's cgroup inside the pod's, with the container's limits; its
     /// `cgroup.procs` files go into `ContainerSpec::cgroup_procs`.
-    pub fn container_cgroup(&self, id: &str, container: &str, resources: &Resources) -> Result<Cgroup, SandboxError> {
-        let cg_err = |source| SandboxError::Cgroup { id: id.into(), source };
+    pub fn container_cgroup(
+        &self,
+        id: &str,
+        container: &str,
+        resources: &Resources,
+    ) -> Result<Cgroup, SandboxError> {
+        let cg_err = |source| SandboxError::Cgroup {
+            id: id.into(),
+            source,
+        };
         let parent = Parent::Below(self.cgroup_parent.join(pod_cgroup_name(id)));
         let cgroup = self.cgroups.create(&parent, container).map_err(cg_err)?;
         cgroup.apply(resources).map_err(cg_err)?;
@@ -173,7 +218,10 @@ impl Sandboxes {
     /// (the veth pair goes with the netns). Missing parts are fine.
     pub fn remove(&self, id: &str) -> Result<(), SandboxError> {
         validate_id(id)?;
-        let cg_err = |source| SandboxError::Cgroup { id: id.into(), source };
+        let cg_err = |source| SandboxError::Cgroup {
+            id: id.into(),
+            source,
+        };
         match self.cgroups.open(&self.pod_parent(), &pod_cgroup_name(id)) {
             Ok(cgroup) => {
                 cgroup.kill().map_err(cg_err)?;
@@ -184,12 +232,20 @@ impl Sandboxes {
         }
         let dir = self.path(id);
         for kind in ["net", "ipc", "uts"] {
-            PinnedNs::remove(dir.join(kind)).map_err(|source| SandboxError::Namespace { id: id.into(), source })?;
+            PinnedNs::remove(dir.join(kind)).map_err(|source| SandboxError::Namespace {
+                id: id.into(),
+                source,
+            })?;
         }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(SandboxError::Io { id: id.into(), op: "remove", path: dir, source }),
+            Err(source) => Err(SandboxError::Io {
+                id: id.into(),
+                op: "remove",
+                path: dir,
+                source,
+            }),
         }
     }
 
@@ -214,6 +270,12 @@ fn pod_cgroup_name(id: &str) -> String {
 fn validate_id(id: &str) -> Result<(), SandboxError> {
     let ok = !id.is_empty()
         && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok { Ok(()) } else { Err(SandboxError::InvalidId(id.into())) }
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SandboxError::InvalidId(id.into()))
+    }
 }
