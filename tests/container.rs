@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use skiff_runtime::container::{
-    BindMount, ContainerError, Containers, DEFAULT_CAPABILITIES, Propagation, State,
+    BindMount, ContainerError, Containers, DEFAULT_CAPABILITIES, Propagation, State, logs,
 };
 use support::privileged_with;
 use support::runtime::Node;
@@ -152,11 +152,28 @@ fn stop_sends_the_stop_signal_then_escalates_to_sigkill() {
     node.containers
         .create(&node.spec(
             "stubborn",
-            &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
+            &[
+                "sh",
+                "-c",
+                "trap '' TERM; echo trapped; while true; do sleep 1; done",
+            ],
         ))
         .unwrap();
     node.containers.start("stubborn").unwrap();
-    std::thread::sleep(Duration::from_millis(200)); // let the shell install its trap
+    // Wait (on the log, with a deadline) until the shell ignores SIGTERM.
+    let spec = node.containers.spec("stubborn").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !logs::read(&spec.log.dir, &spec.log.name, None)
+        .unwrap()
+        .iter()
+        .any(|l| l.text == "trapped")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the shell never installed its trap"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let started = Instant::now();
     let status = node
         .containers
