@@ -517,3 +517,59 @@ fn pull_accepts_docker_schema2_zstd_plain_layers_and_indexes() {
     );
     assert!(imported.contains("skiff.test/indexed:1"), "{imported}");
 }
+
+#[test]
+fn pull_uses_credentials_from_a_docker_auth_file() {
+    if !privileged_with(TOOLS) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let registry =
+        Registry::start_with_auth(&dir.path().join("registry"), "skiff", "s3cret").unwrap();
+    let layout = build_image(dir.path(), "single", &[]);
+    registry
+        .push_layout_as(
+            &layout,
+            "latest",
+            "private/busybox:latest",
+            Some("skiff:s3cret"),
+        )
+        .unwrap();
+    let reference = format!("{}/private/busybox:latest", registry.host());
+    let root = dir.path().join("store");
+
+    let empty = dir.path().join("none.json");
+    std::fs::write(&empty, "{}").unwrap();
+    let err = skiff_err(
+        &root,
+        &[
+            "image",
+            "pull",
+            "-q",
+            "--auth-file",
+            empty.to_str().unwrap(),
+            &reference,
+        ],
+    );
+    assert!(err.contains("Not authorized"), "{err}");
+
+    let auth = dir.path().join("config.json");
+    // base64("skiff:s3cret")
+    let config = format!(
+        r#"{{"auths":{{"{}":{{"auth":"c2tpZmY6czNjcmV0"}}}}}}"#,
+        registry.host()
+    );
+    std::fs::write(&auth, config).unwrap();
+    let out = skiff_ok(
+        &root,
+        &[
+            "image",
+            "pull",
+            "-q",
+            "--auth-file",
+            auth.to_str().unwrap(),
+            &reference,
+        ],
+    );
+    assert!(out.contains("fetched 1 of 1 layers"), "{out}");
+}

@@ -20,17 +20,32 @@ impl Registry {
     /// Starts a registry storing under `dir` (which it owns) and waits until it accepts
     /// connections.
     pub fn start(dir: &Path) -> Result<Registry> {
+        Self::start_with(dir, None)
+    }
+
+    /// The same, requiring HTTP basic authentication as `user:password`.
+    pub fn start_with_auth(dir: &Path, user: &str, password: &str) -> Result<Registry> {
+        Self::start_with(dir, Some((user, password)))
+    }
+
+    fn start_with(dir: &Path, auth: Option<(&str, &str)>) -> Result<Registry> {
         let storage = dir.join("storage");
         std::fs::create_dir_all(&storage)?;
         let port = free_port()?;
         let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )?;
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        );
+        if let Some((user, password)) = auth {
+            let htpasswd = dir.join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{}\n", bcrypt(password)?))?;
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, yaml)?;
         let log = std::fs::File::create(dir.join("registry.log"))?;
         let child = Command::new(REGISTRY_BINARY)
             .arg("serve")
@@ -82,8 +97,23 @@ impl Registry {
 
     /// Pushes an OCI layout's image to `repo:tag` here with skopeo.
     pub fn push_layout(&self, layout: &Path, tag: &str, repo_tag: &str) -> Result<()> {
-        let status = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        self.push_layout_as(layout, tag, repo_tag, None)
+    }
+
+    /// The same with credentials (`user:password`).
+    pub fn push_layout_as(
+        &self,
+        layout: &Path,
+        tag: &str,
+        repo_tag: &str,
+        creds: Option<&str>,
+    ) -> Result<()> {
+        let mut command = Command::new("skopeo");
+        command.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some(creds) = creds {
+            command.arg(format!("--dest-creds={creds}"));
+        }
+        let status = command
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{repo_tag}", self.host()))
             .status()
@@ -100,6 +130,23 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A bcrypt hash for the registry's htpasswd file (Python's crypt, backed by libcrypt).
+fn bcrypt(password: &str) -> Result<String> {
+    let out = Command::new("python3")
+        .args(["-W", "ignore", "-c", "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))"])
+        .arg(password)
+        .output()
+        .context("running python3 for a bcrypt hash")?;
+    let hash = String::from_utf8(out.stdout)?.trim().to_string();
+    if !out.status.success() || !hash.starts_with("$2") {
+        bail!(
+            "could not make a bcrypt hash: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(hash)
 }
 
 /// A port the kernel just handed out on loopback.
