@@ -2,6 +2,7 @@
 
 mod controlplane;
 mod image;
+mod pod;
 mod progress;
 
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ pub enum Command {
     /// Manage the node's images (crictl-like).
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Run Pod manifests directly on this node, without a control plane (crictl-like).
+    #[command(subcommand)]
+    Pod(pod::PodCommand),
     /// Measure skiff against the usual tools, print figures, write JSON and a plot.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -60,6 +64,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .build()?;
     match cli.command {
         Command::Image(cmd) => runtime.block_on(image::run(&cli.root, cmd)),
+        Command::Pod(cmd) => pod::run(&cli.root, cmd),
         Command::Bench(cmd) => runtime.block_on(crate::bench::run(cmd)),
         Command::Apiserver(args) => runtime.block_on(controlplane::run(args)),
     }

@@ -1,0 +1,639 @@
+//! Pods run straight from a manifest on this node, without a control plane (`skiff pod …`):
+//! a [`podspec::plan`](crate::podspec::plan) applied with the runtime, and a record per pod
+//! on disk so that later invocations list, stop and remove what earlier ones started.
+//!
+//! State, under the state dir (`ROOT/run` for the CLI):
+//!
+//! ```text
+//! sandboxes/NAME/        pinned uts/ipc/net namespaces (runtime::sandbox; a private mount)
+//! containers/NAME.CTR/   container state (runtime::container), bin/ holds skiff-init
+//! pods/NAME/pod.json     the pod's record (PodRecord)
+//! pods/NAME/etc/         hosts, hostname, resolv.conf, bind-mounted into every container
+//! pods/NAME/volumes/V/   emptyDir volumes
+//! pods/NAME/logs/CTR/    CRI-format logs (0.log)
+//! ipam-NET-LEN.json      pod address leases of the pod CIDR
+//! ```
+
+use std::fs::OpenOptions;
+use std::net::IpAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Serialize};
+use skiff_runtime::cgroup::{CgroupFs, Resources};
+use skiff_runtime::container::logs::{self, LogLine};
+use skiff_runtime::container::{ContainerError, Containers, State};
+use skiff_runtime::image::ImageStore;
+use skiff_runtime::net::{NetHandle, PodInterface};
+use skiff_runtime::ns::PinnedNs;
+use skiff_runtime::sandbox::{SandboxSpec, Sandboxes};
+
+use crate::images::StoreImages;
+use crate::ipam::Ipam;
+use crate::podspec::{self, FoundKind, HostPathAction, PlanContext, PodPlan, PodSpecError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(transparent)]
+    Spec(#[from] PodSpecError),
+    #[error("pod {0} already exists")]
+    Exists(String),
+    #[error("pod {0} not found")]
+    NotFound(String),
+    #[error("pod {pod} has no container {container}")]
+    NoContainer { pod: String, container: String },
+    #[error("pod {pod} has several containers ({}): choose one with -c", containers.join(", "))]
+    ChooseContainer {
+        pod: String,
+        containers: Vec<String>,
+    },
+    #[error("pod {pod}: {source}")]
+    Sandbox {
+        pod: String,
+        source: Box<skiff_runtime::sandbox::SandboxError>,
+    },
+    #[error("pod {pod}: {source}")]
+    Container {
+        pod: String,
+        source: Box<ContainerError>,
+    },
+    #[error("pod {pod}: {source}")]
+    Ipam {
+        pod: String,
+        source: crate::ipam::IpamError,
+    },
+    #[error("pod {pod}: node network: {source}")]
+    Net {
+        pod: String,
+        source: Box<skiff_runtime::net::NetError>,
+    },
+    #[error("pod {pod}: node network namespace: {source}")]
+    NodeNetns {
+        pod: String,
+        source: Box<skiff_runtime::ns::NsError>,
+    },
+    #[error("{0}")]
+    Setup(String),
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pod record {}: {reason}", path.display())]
+    Record { path: PathBuf, reason: String },
+}
+
+/// Where pods live and how they reach the network.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Pod and container state (see the module docs).
+    pub state_dir: PathBuf,
+    /// The image store's root.
+    pub image_root: PathBuf,
+    /// A binary that calls `run_if_setup_process()` first thing (the skiff binary).
+    pub setup_binary: PathBuf,
+    /// Pod cgroups go here, below the cgroup this process runs in.
+    pub cgroup_parent: PathBuf,
+    /// The network namespace holding the bridge; `None` is this process's (the host's).
+    pub node_netns: Option<PathBuf>,
+    pub pod_cidr: Ipv4Net,
+    pub bridge: String,
+}
+
+/// What `pods/NAME/pod.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub name: String,
+    pub hostname: String,
+    pub host_network: bool,
+    pub ip: Option<IpAddr>,
+    pub grace_seconds: u64,
+    pub containers: Vec<ContainerRecord>,
+    /// The pod cgroup's directories, so `rm` removes them even when run from another cgroup.
+    #[serde(default)]
+    pub cgroup_dirs: Vec<PathBuf>,
+    /// The settings the pod was made with, so that `rm` needs none.
+    pub cgroup_parent: PathBuf,
+    pub pod_cidr: Option<Ipv4Net>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub name: String,
+    /// The runtime's container id (`POD.CONTAINER`).
+    pub id: String,
+    pub image: String,
+    pub log_dir: PathBuf,
+    pub log_name: String,
+}
+
+/// A container as `pod ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRow {
+    pub name: String,
+    /// `Created`, `Running`, `Exited`, or `Unknown` when the runtime has no such container.
+    pub state: &'static str,
+    /// The shell-style exit code of an exited container.
+    pub exit: Option<i32>,
+}
+
+/// The pods of one node.
+#[derive(Debug)]
+pub struct LocalPods {
+    cfg: LocalConfig,
+    containers: Containers,
+    images: StoreImages,
+}
+
+impl LocalPods {
+    pub fn open(cfg: LocalConfig) -> Result<LocalPods, LocalError> {
+        let containers = Containers::open(&cfg.state_dir, &cfg.setup_binary).map_err(|source| {
+            LocalError::Container {
+                pod: String::new(),
+                source: Box::new(source),
+            }
+        })?;
+        let store =
+            ImageStore::open(&cfg.image_root).map_err(|e| LocalError::Setup(e.to_string()))?;
+        Ok(LocalPods {
+            cfg,
+            containers,
+            images: StoreImages::new(store),
+        })
+    }
+
+    fn pod_dir(&self, name: &str) -> PathBuf {
+        self.cfg.state_dir.join("pods").join(name)
+    }
+
+    /// Opened only where needed: it makes the sandbox dir a private mount.
+    fn sandboxes(&self, pod: &str, cgroup_parent: &Path) -> Result<Sandboxes, LocalError> {
+        let setup = |e: &dyn std::fmt::Display| LocalError::Setup(format!("pod {pod}: {e}"));
+        let cgroups = CgroupFs::detect().map_err(|e| setup(&e))?;
+        Sandboxes::open(
+            &self.cfg.state_dir,
+            cgroups,
+            cgroup_parent,
+            self.cfg.node_netns.clone(),
+        )
+        .map_err(|source| LocalError::Sandbox {
+            pod: pod.into(),
+            source: Box::new(source),
+        })
+    }
+
+    fn ipam(&self, pod: &str, cidr: Ipv4Net) -> Result<Ipam, LocalError> {
+        Ipam::new(&self.cfg.state_dir, cidr).map_err(|source| LocalError::Ipam {
+            pod: pod.into(),
+            source,
+        })
+    }
+
+    /// Runs the pod of a manifest: checks and plans it, builds its sandbox and containers
+    /// (undone entirely if any of that fails), then starts the containers. A container that
+    /// fails to start is reported, and the pod stays for `logs`, `ls` and `rm`.
+    pub fn run(&self, manifest: &str) -> Result<PodRecord, LocalError> {
+        let pod = podspec::parse(manifest)?;
+        let name = podspec::pod_name(&pod)?;
+        let dir = self.pod_dir(&name);
+        let io = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LocalError::Io { op, path, source }
+        };
+        std::fs::create_dir_all(self.cfg.state_dir.join("pods")).map_err(io("create", &dir))?;
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(LocalError::Exists(name));
+            }
+            other => other.map_err(io("create", &dir))?,
+        }
+        let record = match self.create(&pod, &name, &dir) {
+            Ok(record) => record,
+            Err(e) => {
+                let _ = self.teardown(&name, Duration::ZERO);
+                return Err(e);
+            }
+        };
+        for c in &record.containers {
+            self.containers
+                .start(&c.id)
+                .map_err(|source| LocalError::Container {
+                    pod: name.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(record)
+    }
+
+    fn create(
+        &self,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        name: &str,
+        dir: &Path,
+    ) -> Result<PodRecord, LocalError> {
+        let ip = if podspec::host_network(pod) {
+            None
+        } else {
+            let ip = self
+                .ipam(name, self.cfg.pod_cidr)?
+                .allocate(name)
+                .map_err(|source| LocalError::Ipam {
+                    pod: name.into(),
+                    source,
+                })?;
+            Some(IpAddr::V4(ip))
+        };
+        let ctx = PlanContext {
+            pod_dir: dir.to_path_buf(),
+            ip,
+            node_hostname: rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned(),
+            host_hosts: std::fs::read_to_string("/etc/hosts").ok(),
+            host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").ok(),
+        };
+        let plan = podspec::plan(pod, &ctx, &self.images)?;
+        let mut record = PodRecord {
+            name: name.into(),
+            hostname: plan.hostname.clone(),
+            host_network: plan.host_network,
+            ip,
+            grace_seconds: plan.grace.as_secs(),
+            containers: plan
+                .containers
+                .iter()
+                .map(|c| ContainerRecord {
+                    name: c.name.clone(),
+                    id: c.spec.id.clone(),
+                    image: c.image.clone(),
+                    log_dir: c.spec.log.dir.clone(),
+                    log_name: c.spec.log.name.clone(),
+                })
+                .collect(),
+            cgroup_dirs: vec![],
+            cgroup_parent: self.cfg.cgroup_parent.clone(),
+            pod_cidr: ip.map(|_| self.cfg.pod_cidr.trunc()),
+        };
+        self.write_record(&record)?;
+        prepare_files(&plan)?;
+        let sandboxes = self.sandboxes(name, &self.cfg.cgroup_parent)?;
+        let sandbox_err = |source| LocalError::Sandbox {
+            pod: name.into(),
+            source: Box::new(source),
+        };
+        let network = match ip {
+            Some(IpAddr::V4(ip)) => Some(self.pod_interface(name, ip)?),
+            _ => None,
+        };
+        let spec = SandboxSpec {
+            id: name.into(),
+            hostname: plan.hostname.clone(),
+            network,
+            resources: Resources::default(),
+        };
+        sandboxes.create(&spec).map_err(sandbox_err)?;
+        let cgroup = sandboxes.cgroup(name).map_err(sandbox_err)?;
+        record.cgroup_dirs = cgroup.nodes().iter().map(|n| n.dir.clone()).collect();
+        self.write_record(&record)?;
+        let join = sandboxes.join(name).map_err(sandbox_err)?;
+        for c in &plan.containers {
+            let cgroup = sandboxes
+                .container_cgroup(name, &c.name, &c.resources)
+                .map_err(sandbox_err)?;
+            let mut spec = c.spec.clone();
+            spec.join = join.clone();
+            spec.cgroup_procs = cgroup
+                .nodes()
+                .iter()
+                .map(|n| n.dir.join("cgroup.procs"))
+                .collect();
+            self.containers
+                .create(&spec)
+                .map_err(|source| LocalError::Container {
+                    pod: name.into(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(record)
+    }
+
+    /// The pod's veth on the node bridge (made if missing, carrying the CIDR's gateway).
+    fn pod_interface(&self, pod: &str, ip: std::net::Ipv4Addr) -> Result<PodInterface, LocalError> {
+        let net_err = |source| LocalError::Net {
+            pod: pod.into(),
+            source: Box::new(source),
+        };
+        let mut node = match &self.cfg.node_netns {
+            Some(pin) => {
+                let fd = PinnedNs::open(pin).map_err(|source| LocalError::NodeNetns {
+                    pod: pod.into(),
+                    source: Box::new(source),
+                })?;
+                NetHandle::in_netns(std::os::fd::AsFd::as_fd(&fd), pin.display().to_string())
+                    .map_err(net_err)?
+            }
+            None => NetHandle::current("node").map_err(net_err)?,
+        };
+        let cidr = self.cfg.pod_cidr.trunc();
+        let gateway = self.ipam(pod, cidr)?.gateway();
+        let prefix = cidr.prefix_len();
+        let bridge_net = IpNet::V4(Ipv4Net::new(gateway, prefix).unwrap_or(cidr));
+        node.ensure_bridge(&self.cfg.bridge, bridge_net)
+            .map_err(net_err)?;
+        Ok(PodInterface {
+            host_ifname: format!("skv{:08x}", u32::from(ip)),
+            bridge: self.cfg.bridge.clone(),
+            pod_ifname: "eth0".into(),
+            address: IpNet::V4(Ipv4Net::new(ip, prefix).unwrap_or(cidr)),
+            gateway: IpAddr::V4(gateway),
+        })
+    }
+
+    fn write_record(&self, record: &PodRecord) -> Result<(), LocalError> {
+        let path = self.pod_dir(&record.name).join("pod.json");
+        let tmp = path.with_extension("tmp");
+        let json = serde_json::to_vec_pretty(record).unwrap_or_default();
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|source| LocalError::Io {
+                op: "write",
+                path,
+                source,
+            })
+    }
+
+    pub fn record(&self, name: &str) -> Result<PodRecord, LocalError> {
+        let path = self.pod_dir(name).join("pod.json");
+        if podspec::check_label("pod", name).is_err() {
+            return Err(LocalError::NotFound(name.into()));
+        }
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LocalError::NotFound(name.into()));
+            }
+            Err(source) => {
+                return Err(LocalError::Io {
+                    op: "read",
+                    path,
+                    source,
+                });
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|e| LocalError::Record {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Every pod with its containers' states, by name.
+    pub fn list(&self) -> Result<Vec<(PodRecord, Vec<ContainerRow>)>, LocalError> {
+        let dir = self.cfg.state_dir.join("pods");
+        let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(source) => {
+                return Err(LocalError::Io {
+                    op: "list",
+                    path: dir,
+                    source,
+                });
+            }
+        };
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let Ok(record) = self.record(&name) else {
+                continue;
+            };
+            let rows = record.containers.iter().map(|c| self.row(c)).collect();
+            out.push((record, rows));
+        }
+        Ok(out)
+    }
+
+    fn row(&self, c: &ContainerRecord) -> ContainerRow {
+        let (state, exit) = match self.containers.status(&c.id).map(|s| s.state) {
+            Ok(State::Created) => ("Created", None),
+            Ok(State::Running) => ("Running", None),
+            Ok(State::Exited(e)) => ("Exited", Some(e.shell_code())),
+            Err(_) => ("Unknown", None),
+        };
+        ContainerRow {
+            name: c.name.clone(),
+            state,
+            exit,
+        }
+    }
+
+    /// A container's log lines (the only container's when `container` is `None`).
+    pub fn logs(
+        &self,
+        pod: &str,
+        container: Option<&str>,
+        tail: Option<usize>,
+    ) -> Result<Vec<LogLine>, LocalError> {
+        let record = self.record(pod)?;
+        let c = match (container, record.containers.as_slice()) {
+            (Some(name), all) => {
+                all.iter()
+                    .find(|c| c.name == name)
+                    .ok_or_else(|| LocalError::NoContainer {
+                        pod: pod.into(),
+                        container: name.into(),
+                    })?
+            }
+            (None, [one]) => one,
+            (None, all) => {
+                return Err(LocalError::ChooseContainer {
+                    pod: pod.into(),
+                    containers: all.iter().map(|c| c.name.clone()).collect(),
+                });
+            }
+        };
+        logs::read(&c.log_dir, &c.log_name, tail).map_err(|source| LocalError::Io {
+            op: "read log",
+            path: c.log_dir.join(&c.log_name),
+            source,
+        })
+    }
+
+    /// Stops the pod's containers: the stop signal, then SIGKILL after `grace` (default: the
+    /// pod's `terminationGracePeriodSeconds`). The pod stays until `remove`.
+    pub fn stop(&self, pod: &str, grace: Option<Duration>) -> Result<(), LocalError> {
+        let record = self.record(pod)?;
+        let grace = grace.unwrap_or(Duration::from_secs(record.grace_seconds));
+        for c in &record.containers {
+            match self.containers.stop(&c.id, grace) {
+                Ok(_) | Err(ContainerError::NotFound(_)) => {}
+                Err(source) => {
+                    return Err(LocalError::Container {
+                        pod: pod.into(),
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the pod: stops what still runs (with the pod's grace period), then removes
+    /// its containers, sandbox, cgroups, address and directory (logs included).
+    pub fn remove(&self, pod: &str) -> Result<(), LocalError> {
+        let record = self.record(pod)?;
+        self.teardown(pod, Duration::from_secs(record.grace_seconds))
+    }
+
+    /// Removes whatever exists of a pod; the first error is returned after trying everything.
+    fn teardown(&self, pod: &str, grace: Duration) -> Result<(), LocalError> {
+        let record = self.record(pod).ok();
+        let mut first: Option<LocalError> = None;
+        let mut note = |r: Result<(), LocalError>| {
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        };
+        for c in record.iter().flat_map(|r| &r.containers) {
+            let container = |source| LocalError::Container {
+                pod: pod.into(),
+                source: Box::new(source),
+            };
+            match self
+                .containers
+                .stop(&c.id, grace)
+                .and_then(|_| self.containers.remove(&c.id))
+            {
+                Ok(()) | Err(ContainerError::NotFound(_)) => {}
+                Err(e) => note(Err(container(e))),
+            }
+        }
+        let parent = record
+            .as_ref()
+            .map_or(&self.cfg.cgroup_parent, |r| &r.cgroup_parent);
+        if self.cfg.state_dir.join("sandboxes").join(pod).exists() {
+            note(self.sandboxes(pod, parent).and_then(|s| {
+                s.remove(pod).map_err(|source| LocalError::Sandbox {
+                    pod: pod.into(),
+                    source: Box::new(source),
+                })
+            }));
+        }
+        for dir in record.iter().flat_map(|r| &r.cgroup_dirs) {
+            note(remove_cgroup_tree(dir));
+        }
+        let cidr = record
+            .as_ref()
+            .map_or(Some(self.cfg.pod_cidr), |r| r.pod_cidr);
+        if let Some(cidr) = cidr {
+            note(self.ipam(pod, cidr).and_then(|ipam| {
+                ipam.release(pod).map_err(|source| LocalError::Ipam {
+                    pod: pod.into(),
+                    source,
+                })
+            }));
+        }
+        let dir = self.pod_dir(pod);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                note(Err(LocalError::Io {
+                    op: "remove",
+                    path: dir,
+                    source: e,
+                }));
+            }
+            _ => {}
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// Writes the pod's files, makes its emptyDirs and checks (or creates) its hostPaths.
+fn prepare_files(plan: &PodPlan) -> Result<(), LocalError> {
+    let io = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LocalError::Io { op, path, source }
+    };
+    for file in &plan.files {
+        if let Some(dir) = file.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        }
+        std::fs::write(&file.path, &file.contents).map_err(io("write", &file.path))?;
+        std::fs::set_permissions(&file.path, std::fs::Permissions::from_mode(0o644))
+            .map_err(io("chmod", &file.path))?;
+    }
+    for dir in &plan.dirs {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        // As Kubernetes makes them: writable by whatever user the containers run as.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+            .map_err(io("chmod", dir))?;
+    }
+    for check in &plan.host_paths {
+        match check.action(found_kind(&check.path))? {
+            HostPathAction::Nothing => {}
+            HostPathAction::CreateDirectory => {
+                std::fs::create_dir_all(&check.path).map_err(io("create", &check.path))?;
+            }
+            HostPathAction::CreateFile => {
+                if let Some(dir) = check.path.parent() {
+                    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+                }
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&check.path)
+                    .map_err(io("create", &check.path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn found_kind(path: &Path) -> FoundKind {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return FoundKind::Missing;
+    };
+    let t = meta.file_type();
+    match () {
+        _ if t.is_dir() => FoundKind::Directory,
+        _ if t.is_file() => FoundKind::File,
+        _ if t.is_socket() => FoundKind::Socket,
+        _ if t.is_char_device() => FoundKind::CharDevice,
+        _ if t.is_block_device() => FoundKind::BlockDevice,
+        _ => FoundKind::Other,
+    }
+}
+
+/// Removes an (empty) cgroup directory tree, deepest first; gone already is fine.
+fn remove_cgroup_tree(dir: &Path) -> Result<(), LocalError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(LocalError::Io {
+                op: "list",
+                path: dir.into(),
+                source,
+            });
+        }
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LocalError::Io {
+            op: "remove cgroup",
+            path: dir.into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}

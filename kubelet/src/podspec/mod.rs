@@ -1,0 +1,499 @@
+//! A Pod manifest becomes a plan of runtime calls, as data: the sandbox (hostname, host or pod
+//! network), the files the kubelet writes for the pod (`/etc/hosts`, `/etc/hostname`,
+//! `/etc/resolv.conf`), its volumes, and one `ContainerSpec` + cgroup `Resources` per
+//! container. Pure: images come through [`ImageSource`] and everything about the node through
+//! [`PlanContext`], so the whole translation is unit-tested (see `tests.rs`). A manifest this
+//! node cannot honour is refused with a [`PodSpecError`] naming the field.
+
+mod container;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Volume};
+use skiff_runtime::cgroup::Resources;
+use skiff_runtime::container::{BindMount, ContainerSpec, Propagation};
+use skiff_runtime::image::manifest::ProcessConfig;
+
+/// Why a manifest cannot run here: the field (`spec.containers[0].image`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct PodSpecError {
+    pub field: String,
+    pub message: String,
+}
+
+impl PodSpecError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> PodSpecError {
+        PodSpecError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An image as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The normalised reference (`docker.io/library/busybox:latest`).
+    pub reference: String,
+    /// Unpacked layers, lowest first.
+    pub layers: Vec<PathBuf>,
+    pub config: ProcessConfig,
+    /// The image's `/etc/passwd` and `/etc/group`, to resolve a named `USER`.
+    pub etc_passwd: Option<String>,
+    pub etc_group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageLookupError {
+    #[error("image {0} is not in the local store (run `skiff image pull {0}` first)")]
+    NotFound(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Where images come from (the node's image store; a table in tests).
+pub trait ImageSource {
+    fn lookup(&self, reference: &str) -> Result<ImageInfo, ImageLookupError>;
+}
+
+/// What the node contributes to a pod's plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanContext {
+    /// The pod's own directory (files, volumes, logs).
+    pub pod_dir: PathBuf,
+    /// The pod's address; `None` for a host-network pod.
+    pub ip: Option<IpAddr>,
+    pub node_hostname: String,
+    /// The node's `/etc/hosts` (what a host-network pod sees) and `/etc/resolv.conf`.
+    pub host_hosts: Option<String>,
+    pub host_resolv_conf: Option<String>,
+}
+
+/// A file the kubelet writes into the pod's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodFile {
+    pub path: PathBuf,
+    pub contents: String,
+}
+
+/// `hostPath.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPathType {
+    Unchecked,
+    DirectoryOrCreate,
+    Directory,
+    FileOrCreate,
+    File,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+/// What is at a host path now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoundKind {
+    Missing,
+    Directory,
+    File,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Other,
+}
+
+/// What the executor has to do about a host path before the pod starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPathAction {
+    Nothing,
+    CreateDirectory,
+    CreateFile,
+}
+
+/// A `hostPath` volume to check (and maybe create) before the containers start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPathCheck {
+    /// `spec.volumes[N].hostPath`, for the error.
+    pub field: String,
+    pub path: PathBuf,
+    pub kind: HostPathType,
+}
+
+impl HostPathCheck {
+    /// Whether what is there satisfies `type`, and what to create if it does not exist.
+    pub fn action(&self, found: FoundKind) -> Result<HostPathAction, PodSpecError> {
+        use {FoundKind as F, HostPathType as T};
+        let ok = match (self.kind, found) {
+            (T::Unchecked, _) => return Ok(HostPathAction::Nothing),
+            (T::DirectoryOrCreate, F::Missing) => return Ok(HostPathAction::CreateDirectory),
+            (T::FileOrCreate, F::Missing) => return Ok(HostPathAction::CreateFile),
+            (T::DirectoryOrCreate | T::Directory, F::Directory) => true,
+            (T::FileOrCreate | T::File, F::File) => true,
+            (T::Socket, F::Socket) | (T::CharDevice, F::CharDevice) => true,
+            (T::BlockDevice, F::BlockDevice) => true,
+            _ => false,
+        };
+        if ok {
+            return Ok(HostPathAction::Nothing);
+        }
+        let found = match found {
+            F::Missing => "nothing",
+            F::Directory => "a directory",
+            F::File => "a file",
+            F::Socket => "a socket",
+            F::CharDevice => "a character device",
+            F::BlockDevice => "a block device",
+            F::Other => "something else",
+        };
+        Err(PodSpecError::new(
+            &self.field,
+            format!(
+                "type {:?} but {} is {found}",
+                self.kind,
+                self.path.display()
+            ),
+        ))
+    }
+}
+
+/// One container, ready for the runtime (the sandbox fills in `join` and `cgroup_procs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPlan {
+    pub name: String,
+    pub image: String,
+    pub spec: ContainerSpec,
+    pub resources: Resources,
+}
+
+/// Everything needed to run one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlan {
+    pub name: String,
+    pub hostname: String,
+    pub host_network: bool,
+    /// `terminationGracePeriodSeconds` (default 30 s).
+    pub grace: Duration,
+    pub files: Vec<PodFile>,
+    /// `emptyDir` volumes to create.
+    pub dirs: Vec<PathBuf>,
+    pub host_paths: Vec<HostPathCheck>,
+    pub containers: Vec<ContainerPlan>,
+}
+
+/// Parses a Pod from YAML (or JSON); errors name the field (`spec.containers[0]: missing
+/// field `name``) and are one line.
+pub fn parse(text: &str) -> Result<Pod, PodSpecError> {
+    // k8s-openapi checks these itself, but without saying which field was wrong.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct TypeMeta {
+        api_version: Option<String>,
+        kind: Option<String>,
+    }
+    if let Ok(meta) = serde_norway::from_str::<TypeMeta>(text) {
+        for (field, value, want) in [
+            ("apiVersion", meta.api_version, "v1"),
+            ("kind", meta.kind, "Pod"),
+        ] {
+            match value.as_deref() {
+                Some(v) if v == want => {}
+                None | Some("") => return Err(PodSpecError::new(field, "required")),
+                Some(other) => {
+                    return Err(PodSpecError::new(
+                        field,
+                        format!("{other:?} is not {want:?}"),
+                    ));
+                }
+            }
+        }
+    }
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, Pod>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "manifest".to_string()
+        } else {
+            path
+        };
+        let message = e.inner().to_string().replace('\n', " ");
+        PodSpecError::new(field, message)
+    })
+}
+
+/// The pod's name, checked: it names directories, cgroups and containers.
+pub fn pod_name(pod: &Pod) -> Result<String, PodSpecError> {
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    if name.is_empty() {
+        return Err(PodSpecError::new("metadata.name", "required"));
+    }
+    check_label("metadata.name", name)?;
+    Ok(name.to_string())
+}
+
+/// Whether the pod shares the node's network namespace.
+pub fn host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
+/// Translates a parsed Pod into its plan.
+pub fn plan(
+    pod: &Pod,
+    ctx: &PlanContext,
+    images: &dyn ImageSource,
+) -> Result<PodPlan, PodSpecError> {
+    let name = pod_name(pod)?;
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| PodSpecError::new("spec", "required"))?;
+    refuse_unsupported(spec)?;
+    let host_network = spec.host_network.unwrap_or(false);
+    let hostname = match (host_network, &spec.hostname) {
+        (true, _) => ctx.node_hostname.clone(),
+        (false, Some(h)) => {
+            check_label("spec.hostname", h)?;
+            h.clone()
+        }
+        (false, None) => name.clone(),
+    };
+    let etc = ctx.pod_dir.join("etc");
+    let mut files = vec![
+        PodFile {
+            path: etc.join("hosts"),
+            contents: hosts_file(spec, ctx, &hostname),
+        },
+        PodFile {
+            path: etc.join("hostname"),
+            contents: format!("{hostname}\n"),
+        },
+    ];
+    if let Some(resolv) = &ctx.host_resolv_conf {
+        files.push(PodFile {
+            path: etc.join("resolv.conf"),
+            contents: resolv.clone(),
+        });
+    }
+    let volumes = volumes(spec, &ctx.pod_dir)?;
+    let containers = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| container::plan(i, c, spec, &name, &hostname, ctx, &volumes, &files, images))
+        .collect::<Result<Vec<_>, _>>()?;
+    let grace = match spec.termination_grace_period_seconds {
+        None => 30,
+        Some(s) if s >= 0 => s as u64,
+        Some(_) => {
+            return Err(PodSpecError::new(
+                "spec.terminationGracePeriodSeconds",
+                "must not be negative",
+            ));
+        }
+    };
+    Ok(PodPlan {
+        name,
+        hostname,
+        host_network,
+        grace: Duration::from_secs(grace),
+        files,
+        dirs: volumes
+            .values()
+            .filter(|v| v.empty_dir)
+            .map(|v| v.source.clone())
+            .collect(),
+        host_paths: volumes.into_values().filter_map(|v| v.host_path).collect(),
+        containers,
+    })
+}
+
+fn refuse_unsupported(spec: &PodSpec) -> Result<(), PodSpecError> {
+    if spec.containers.is_empty() {
+        return Err(PodSpecError::new("spec.containers", "required"));
+    }
+    let flags = [
+        ("spec.hostPID", spec.host_pid),
+        ("spec.hostIPC", spec.host_ipc),
+        ("spec.shareProcessNamespace", spec.share_process_namespace),
+    ];
+    if let Some((field, _)) = flags.iter().find(|(_, v)| *v == Some(true)) {
+        return Err(PodSpecError::new(*field, "not supported yet"));
+    }
+    if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
+        return Err(PodSpecError::new(
+            "spec.initContainers",
+            "not supported yet",
+        ));
+    }
+    if spec
+        .ephemeral_containers
+        .as_ref()
+        .is_some_and(|c| !c.is_empty())
+    {
+        return Err(PodSpecError::new(
+            "spec.ephemeralContainers",
+            "not supported yet",
+        ));
+    }
+    Ok(())
+}
+
+/// Kubernetes' managed hosts file: localhost entries and the pod's own name, or the node's
+/// file for a host-network pod; then `hostAliases`.
+fn hosts_file(spec: &PodSpec, ctx: &PlanContext, hostname: &str) -> String {
+    let mut out = match (&ctx.ip, &ctx.host_hosts) {
+        (None, Some(host)) => host.clone(),
+        (ip, _) => {
+            let mut s = String::from(
+                "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n\
+                 ::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
+                 fe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+            );
+            if let Some(ip) = ip {
+                s.push_str(&format!("{ip}\t{hostname}\n"));
+            }
+            s
+        }
+    };
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    for alias in spec.host_aliases.iter().flatten() {
+        let names = alias.hostnames.clone().unwrap_or_default().join("\t");
+        if !names.is_empty() {
+            out.push_str(&format!(
+                "# Entries added by HostAliases.\n{}\t{names}\n",
+                alias.ip
+            ));
+        }
+    }
+    out
+}
+
+/// A volume as the containers mount it.
+#[derive(Debug, Clone)]
+pub(crate) struct PodVolume {
+    pub source: PathBuf,
+    pub empty_dir: bool,
+    pub host_path: Option<HostPathCheck>,
+}
+
+fn volumes(spec: &PodSpec, pod_dir: &Path) -> Result<BTreeMap<String, PodVolume>, PodSpecError> {
+    let mut out = BTreeMap::new();
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        let field = format!("spec.volumes[{i}]");
+        check_label(&format!("{field}.name"), &v.name)?;
+        let volume = if let Some(empty) = &v.empty_dir {
+            if empty.medium.as_deref().is_some_and(|m| !m.is_empty()) {
+                return Err(PodSpecError::new(
+                    format!("{field}.emptyDir.medium"),
+                    "only the default medium is supported",
+                ));
+            }
+            PodVolume {
+                source: pod_dir.join("volumes").join(&v.name),
+                empty_dir: true,
+                host_path: None,
+            }
+        } else if let Some(hp) = &v.host_path {
+            let field = format!("{field}.hostPath");
+            let path = PathBuf::from(&hp.path);
+            if !path.is_absolute() {
+                return Err(PodSpecError::new(
+                    format!("{field}.path"),
+                    "must be an absolute path",
+                ));
+            }
+            let kind = match hp.type_.as_deref().unwrap_or("") {
+                "" => HostPathType::Unchecked,
+                "DirectoryOrCreate" => HostPathType::DirectoryOrCreate,
+                "Directory" => HostPathType::Directory,
+                "FileOrCreate" => HostPathType::FileOrCreate,
+                "File" => HostPathType::File,
+                "Socket" => HostPathType::Socket,
+                "CharDevice" => HostPathType::CharDevice,
+                "BlockDevice" => HostPathType::BlockDevice,
+                other => {
+                    return Err(PodSpecError::new(
+                        format!("{field}.type"),
+                        format!("unknown type {other:?}"),
+                    ));
+                }
+            };
+            let check = HostPathCheck {
+                field,
+                path: path.clone(),
+                kind,
+            };
+            PodVolume {
+                source: path,
+                empty_dir: false,
+                host_path: Some(check),
+            }
+        } else {
+            let kind = volume_kind(v).unwrap_or_else(|| "source".into());
+            return Err(PodSpecError::new(
+                format!("{field}.{kind}"),
+                "not supported without a control plane (only emptyDir and hostPath)",
+            ));
+        };
+        if out.insert(v.name.clone(), volume).is_some() {
+            return Err(PodSpecError::new(
+                format!("{field}.name"),
+                format!("duplicate volume {:?}", v.name),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The source field a volume uses (`configMap`, `secret`, …), for the error.
+fn volume_kind(v: &Volume) -> Option<String> {
+    let value = serde_json::to_value(v).ok()?;
+    value.as_object()?.keys().find(|k| *k != "name").cloned()
+}
+
+/// A DNS-1123 label: what names pods, containers and volumes.
+pub(crate) fn check_label(field: &str, name: &str) -> Result<(), PodSpecError> {
+    if name.is_empty() {
+        return Err(PodSpecError::new(field, "required"));
+    }
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(PodSpecError::new(
+            field,
+            format!("{name:?} must be lowercase letters, digits and '-' (at most 63)"),
+        ))
+    }
+}
+
+/// The kubelet-written files a container gets, unless it mounts something there itself.
+pub(crate) fn etc_mounts(files: &[PodFile], taken: &[PathBuf], readonly: bool) -> Vec<BindMount> {
+    files
+        .iter()
+        .filter_map(|f| {
+            let destination = Path::new("/etc").join(f.path.file_name()?);
+            (!taken.contains(&destination)).then(|| BindMount {
+                source: f.path.clone(),
+                destination,
+                readonly,
+                propagation: Propagation::Private,
+            })
+        })
+        .collect()
+}
