@@ -1,0 +1,293 @@
+//! The skiff side of `skiff bench pod-start`: a throwaway node (state root, a pinned "node"
+//! network namespace with a bridge, a parent cgroup below our own) and [`start_skiff_pod`],
+//! which builds one pod from the runtime's pieces — pinned net/IPC/UTS namespaces, a pod
+//! cgroup, a veth with an address on the bridge, one container — and times each phase.
+//!
+//! `start_skiff_pod` is the one place that knows how a pod is put together, so it can later
+//! be swapped for the sandbox API. Everything created is undone by `Drop` guards, also when a
+//! step fails half-way.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use skiff_runtime::cgroup::{Cgroup, CgroupFs, Parent};
+use skiff_runtime::container::{
+    self, ContainerSpec, Containers, DEFAULT_CAPABILITIES, LogSpec, ProcessSpec,
+};
+use skiff_runtime::net::{NetHandle, PodInterface};
+use skiff_runtime::ns::{self, NsKind, PinnedNs};
+
+const BRIDGE: &str = "skiffb0";
+const GATEWAY: &str = "10.244.0.1";
+/// SIGTERM (the skiff crate links no libc bindings).
+const SIGTERM: i32 = 15;
+
+/// Where one pod's time went, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Phases {
+    /// Pinning the net, IPC and UTS namespaces (hostname set).
+    pub ns: f64,
+    pub cgroup: f64,
+    /// veth with its peer in the pod netns, address, routes.
+    pub net: f64,
+    /// Of `net`: waiting for the node's shared netlink handle (other pods of a burst).
+    pub net_lock_wait: f64,
+    /// Rootfs and the forked, waiting workload.
+    pub create: f64,
+    /// Until the workload has exec'd.
+    pub start: f64,
+}
+
+impl Phases {
+    pub fn total(&self) -> f64 {
+        self.ns + self.cgroup + self.net + self.create + self.start
+    }
+}
+
+/// The bench's node: everything pods share. Dropping it removes the node netns (and with it
+/// the bridge), the parent cgroup and the state dir's mount.
+pub struct Node {
+    pub containers: Containers,
+    layers: Vec<PathBuf>,
+    logs: PathBuf,
+    /// Private bind mount holding the namespace pins.
+    pins: PathBuf,
+    cgroups: CgroupFs,
+    parent: String,
+    node_pin: PathBuf,
+    bridge: Mutex<NetHandle>,
+    /// Each pod opens its own netlink handle in the node netns instead of sharing one.
+    handle_per_pod: bool,
+}
+
+impl Node {
+    /// Sets the node up under `work` (a temp dir the caller removes after dropping this).
+    pub fn new(work: &Path, layers: Vec<PathBuf>, handle_per_pod: bool) -> Result<Node> {
+        let containers = Containers::open(work.join("state"), std::env::current_exe()?)
+            .context("opening the container state root")?;
+        let cgroups = CgroupFs::detect().context("detecting the cgroup layout")?;
+        let pins = ns::prepare_state_dir(&work.join("pins")).context("preparing the pin dir")?;
+        let node_pin = pins.join("node-net");
+        let guard = PinsGuard(pins.clone());
+        PinnedNs::create(NsKind::Net, &node_pin, || Ok(())).context("pinning the node netns")?;
+        let bridge = (|| -> Result<NetHandle> {
+            let fd = PinnedNs::open(&node_pin)?;
+            let mut h = NetHandle::in_netns(fd.as_fd(), "bench-node")?;
+            h.ensure_bridge(BRIDGE, format!("{GATEWAY}/16").parse()?)?;
+            Ok(h)
+        })();
+        let bridge = match bridge {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = PinnedNs::remove(&node_pin);
+                return Err(e.context("creating the node bridge"));
+            }
+        };
+        std::mem::forget(guard); // the Node owns the pin dir from here
+        Ok(Node {
+            containers,
+            layers,
+            logs: work.join("logs"),
+            pins,
+            cgroups,
+            parent: format!("skiff-bench-{}", std::process::id()),
+            node_pin,
+            bridge: Mutex::new(bridge),
+            handle_per_pod,
+        })
+    }
+
+    /// A container running `args` in the pod whose pins are under `pod_dir`.
+    fn spec(&self, id: &str, args: &[&str], pod_dir: &Path, cg: &Cgroup) -> ContainerSpec {
+        use container::NsKind as Join;
+        ContainerSpec {
+            id: id.into(),
+            layers: self.layers.clone(),
+            readonly_rootfs: false,
+            process: ProcessSpec {
+                args: args.iter().map(|s| s.to_string()).collect(),
+                env: vec!["PATH=/bin".into(), "HOME=/root".into()],
+                cwd: "/".into(),
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+                capabilities: DEFAULT_CAPABILITIES.iter().map(|(_, n)| *n).collect(),
+                no_new_privileges: true,
+                rlimits: vec![],
+                stop_signal: SIGTERM,
+                // What a pod gets by default from the kubelet (costs skiff a filter load).
+                seccomp: container::seccomp::Seccomp::RuntimeDefault,
+            },
+            join: vec![
+                (Join::Net, pod_dir.join("net")),
+                (Join::Ipc, pod_dir.join("ipc")),
+                (Join::Uts, pod_dir.join("uts")),
+            ],
+            cgroup_procs: cg
+                .nodes()
+                .iter()
+                .map(|n| n.dir.join("cgroup.procs"))
+                .collect(),
+            mounts: vec![],
+            privileged: false,
+            log: LogSpec {
+                dir: self.logs.join(id),
+                name: "0.log".into(),
+                max_bytes: 1 << 20,
+            },
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The bridge and every veth end left in the node netns go with its last reference.
+        let _ = PinnedNs::remove(&self.node_pin);
+        if let Ok(cg) = self.cgroups.open(&Parent::Own, &self.parent) {
+            let _ = cg.kill();
+            let _ = cg.remove();
+        }
+        let _ = ns::release_state_dir(&self.pins);
+    }
+}
+
+/// Releases the pin dir's mount if `Node::new` fails after preparing it.
+struct PinsGuard(PathBuf);
+
+impl Drop for PinsGuard {
+    fn drop(&mut self) {
+        let _ = ns::release_state_dir(&self.0);
+    }
+}
+
+/// One pod. Dropping it tears down whatever of it exists: the container (stopped, removed),
+/// the veth, the cgroup, the pins.
+pub struct Pod<'a> {
+    node: &'a Node,
+    dir: PathBuf,
+    pins: Vec<PathBuf>,
+    cgroup: Option<Cgroup>,
+    veth: Option<String>,
+    container: Option<String>,
+}
+
+impl Drop for Pod<'_> {
+    fn drop(&mut self) {
+        let node = self.node;
+        if let Some(id) = self.container.take() {
+            let _ = node.containers.stop(&id, Duration::from_secs(2));
+            let _ = node.containers.remove(&id);
+            let _ = std::fs::remove_dir_all(node.logs.join(&id));
+        }
+        if let Some(veth) = self.veth.take()
+            && let Ok(mut bridge) = node.bridge.lock()
+        {
+            let _ = bridge.remove_pod_interface(&veth);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.kill();
+            let _ = cg.remove();
+        }
+        for pin in self.pins.drain(..).rev() {
+            let _ = PinnedNs::remove(&pin);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Creates pod number `index` (its address is derived from it) running `args`, and returns
+/// once the workload has exec'd, with the time each phase took. On failure everything made so
+/// far is undone.
+pub fn start_skiff_pod<'a>(node: &'a Node, index: u32, args: &[&str]) -> Result<(Pod<'a>, Phases)> {
+    let name = format!("pod{index}");
+    let dir = node.pins.join(&name);
+    let mut pod = Pod {
+        node,
+        dir: dir.clone(),
+        pins: vec![],
+        cgroup: None,
+        veth: None,
+        container: None,
+    };
+    let mut phases = Phases::default();
+    let mut lap = Lap(Instant::now());
+
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for kind in [NsKind::Net, NsKind::Ipc, NsKind::Uts] {
+        let path = dir.join(kind.proc_name());
+        let hostname = name.clone();
+        PinnedNs::create(kind, &path, move || match kind {
+            NsKind::Uts => rustix::system::sethostname(hostname.as_bytes()).map_err(Into::into),
+            _ => Ok(()),
+        })
+        .with_context(|| format!("pinning the {kind} namespace of {name}"))?;
+        pod.pins.push(path);
+    }
+    phases.ns = lap.ms();
+
+    let cg = node
+        .cgroups
+        .create(&Parent::Below(PathBuf::from(&node.parent)), &name)
+        .with_context(|| format!("creating the cgroup of {name}"))?;
+    pod.cgroup = Some(cg.clone());
+    phases.cgroup = lap.ms();
+
+    let pod_ip = 2 + index; // 10.244.0.1 is the bridge
+    let iface = PodInterface {
+        host_ifname: format!("vb{index}"),
+        bridge: BRIDGE.into(),
+        pod_ifname: "eth0".into(),
+        address: format!("10.244.{}.{}/16", (pod_ip >> 8) & 0xff, pod_ip & 0xff).parse()?,
+        gateway: GATEWAY.parse()?,
+    };
+    pod.veth = Some(iface.host_ifname.clone());
+    // The pod-side handle outside the lock; only the node-side requests share the bridge handle.
+    let net_fd = PinnedNs::open(dir.join("net"))?;
+    let mut pod_handle = NetHandle::in_netns(net_fd.as_fd(), name.clone())?;
+    if node.handle_per_pod {
+        let node_fd = PinnedNs::open(&node.node_pin)?;
+        NetHandle::in_netns(node_fd.as_fd(), "bench-node")?
+            .add_pod_interface(net_fd.as_fd(), &mut pod_handle, &iface)
+            .with_context(|| format!("adding the interface of {name}"))?;
+    } else {
+        let waited = Instant::now();
+        let mut bridge = node
+            .bridge
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the bridge handle is poisoned"))?;
+        phases.net_lock_wait = waited.elapsed().as_secs_f64() * 1e3;
+        bridge
+            .add_pod_interface(net_fd.as_fd(), &mut pod_handle, &iface)
+            .with_context(|| format!("adding the interface of {name}"))?;
+    }
+    phases.net = lap.ms();
+
+    let id = format!("{name}-c0");
+    let spec = node.spec(&id, args, &dir, &cg);
+    node.containers
+        .create(&spec)
+        .with_context(|| format!("creating container {id}"))?;
+    pod.container = Some(id.clone());
+    phases.create = lap.ms();
+    node.containers
+        .start(&id)
+        .with_context(|| format!("starting container {id}"))?;
+    phases.start = lap.ms();
+    Ok((pod, phases))
+}
+
+/// Milliseconds since the last call.
+struct Lap(Instant);
+
+impl Lap {
+    fn ms(&mut self) -> f64 {
+        let now = Instant::now();
+        let ms = (now - self.0).as_secs_f64() * 1e3;
+        self.0 = now;
+        ms
+    }
+}
