@@ -306,3 +306,42 @@ fn a_pod_on_the_pod_network_gets_its_address_hostname_and_hosts_file() {
     let leases = std::fs::read_to_string(node.root.join("run/ipam-10.77.0.0-24.json")).unwrap();
     assert!(!leases.contains("10.77.0.2"), "{leases}");
 }
+
+#[test]
+fn pod_exec_runs_in_the_container_and_returns_its_exit_code() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new("exec");
+    let file = node.manifest(
+        "sleeper",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sleeper\nspec:\n  hostNetwork: true\n  \
+             securityContext:\n    runAsUser: 1000\n  containers:\n  - name: main\n    image: {IMAGE}\n    \
+             command: [sleep, '1000']\n"
+        ),
+    );
+    node.ok(&["pod", "run", "-f", &file]);
+    let out = node.skiff(&[
+        "pod",
+        "exec",
+        "sleeper",
+        "--",
+        "sh",
+        "-c",
+        "id -u; cat /proc/1/cmdline | tr '\\0' ' '; exit 3",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("1000\nskiff-init "), "{stdout}");
+    assert_eq!(
+        node.ok(&["pod", "exec", "sleeper", "-c", "main", "--", "true"]),
+        ""
+    );
+    node.ok(&["pod", "rm", "sleeper"]);
+}

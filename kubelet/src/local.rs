@@ -18,13 +18,14 @@ use std::fs::OpenOptions;
 use std::net::IpAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use skiff_runtime::cgroup::{CgroupFs, Resources};
 use skiff_runtime::container::logs::{self, LogLine};
-use skiff_runtime::container::{ContainerError, Containers, State};
+use skiff_runtime::container::{ContainerError, Containers, ExecSpec, State};
 use skiff_runtime::image::ImageStore;
 use skiff_runtime::net::{NetHandle, PodInterface};
 use skiff_runtime::ns::PinnedNs;
@@ -138,6 +139,29 @@ pub struct ContainerRow {
     pub state: &'static str,
     /// The shell-style exit code of an exited container.
     pub exit: Option<i32>,
+}
+
+/// The named container of a pod, or its only one.
+fn choose<'a>(
+    record: &'a PodRecord,
+    container: Option<&str>,
+) -> Result<&'a ContainerRecord, LocalError> {
+    let pod = &record.name;
+    match (container, record.containers.as_slice()) {
+        (Some(name), all) => {
+            all.iter()
+                .find(|c| c.name == name)
+                .ok_or_else(|| LocalError::NoContainer {
+                    pod: pod.clone(),
+                    container: name.into(),
+                })
+        }
+        (None, [one]) => Ok(one),
+        (None, all) => Err(LocalError::ChooseContainer {
+            pod: pod.clone(),
+            containers: all.iter().map(|c| c.name.clone()).collect(),
+        }),
+    }
 }
 
 /// The pods of one node.
@@ -441,28 +465,40 @@ impl LocalPods {
         tail: Option<usize>,
     ) -> Result<Vec<LogLine>, LocalError> {
         let record = self.record(pod)?;
-        let c = match (container, record.containers.as_slice()) {
-            (Some(name), all) => {
-                all.iter()
-                    .find(|c| c.name == name)
-                    .ok_or_else(|| LocalError::NoContainer {
-                        pod: pod.into(),
-                        container: name.into(),
-                    })?
-            }
-            (None, [one]) => one,
-            (None, all) => {
-                return Err(LocalError::ChooseContainer {
-                    pod: pod.into(),
-                    containers: all.iter().map(|c| c.name.clone()).collect(),
-                });
-            }
-        };
+        let c = choose(&record, container)?;
         logs::read(&c.log_dir, &c.log_name, tail).map_err(|source| LocalError::Io {
             op: "read log",
             path: c.log_dir.join(&c.log_name),
             source,
         })
+    }
+
+    /// Runs `args` in a running container of the pod with this process's stdin, stdout and
+    /// stderr; returns its exit code.
+    pub fn exec(
+        &self,
+        pod: &str,
+        container: Option<&str>,
+        args: Vec<String>,
+    ) -> Result<i32, LocalError> {
+        let record = self.record(pod)?;
+        let c = choose(&record, container)?;
+        let err = |source| LocalError::Container {
+            pod: pod.into(),
+            source: Box::new(source),
+        };
+        let spec = ExecSpec {
+            args,
+            env: Vec::new(),
+        };
+        let stdio = [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()];
+        let mut child = self.containers.exec(&c.id, &spec, stdio).map_err(err)?;
+        let status = child.wait().map_err(|source| LocalError::Io {
+            op: "wait for exec",
+            path: PathBuf::from(&c.id),
+            source,
+        })?;
+        Ok(status.code().unwrap_or(126))
     }
 
     /// Stops the pod's containers: the stop signal, then SIGKILL after `grace` (default: the

@@ -33,6 +33,16 @@ pub enum PodCommand {
         #[arg(long)]
         tail: Option<usize>,
     },
+    /// Run a command in a running container of a pod; exits with the command's exit code.
+    Exec {
+        pod: String,
+        /// The container (needed when the pod has several).
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        /// The command and its arguments (after `--`).
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
     /// Stop a pod's containers: the stop signal, then SIGKILL after the grace period.
     Stop {
         pod: String,
@@ -129,6 +139,18 @@ pub fn run(root: &Path, cmd: PodCommand) -> Result<()> {
             let lines = open(root, NodeArgs::default())?.logs(&pod, container.as_deref(), tail)?;
             for line in lines {
                 println!("{}", line.text);
+            }
+        }
+        PodCommand::Exec {
+            pod,
+            container,
+            command,
+        } => {
+            let code =
+                open(root, NodeArgs::default())?.exec(&pod, container.as_deref(), command)?;
+            if code != 0 {
+                // The command's own exit code, as `kubectl exec` does.
+                std::process::exit(code);
             }
         }
         PodCommand::Stop { pod, grace } => {
