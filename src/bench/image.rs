@@ -2,14 +2,15 @@
 //! skiff, against `skopeo copy` + `umoci unpack` of the same image, alternating, in one run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::plot::{Series, lines};
 use super::registry::Registry;
+use super::run_quiet as run;
 use super::stats::{Summary, summarize};
 
 #[derive(Debug, clap::Args)]
@@ -189,21 +190,6 @@ fn time_baseline(dir: &Path, reference: &str) -> Result<(f64, f64)> {
 
 fn sync() {
     rustix::fs::sync();
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 fn dir_size(dir: &Path) -> Result<u64> {

@@ -24,3 +24,20 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::PodStart(bench) => bench.run().await,
     }
 }
+
+/// Runs `cmd` to completion, discarding its output; a failure carries its stderr.
+pub(crate) fn run_quiet(cmd: &mut std::process::Command) -> Result<()> {
+    use anyhow::Context;
+    let out = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

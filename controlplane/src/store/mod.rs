@@ -84,6 +84,29 @@ pub struct ListResult {
     pub remaining: Option<u64>,
 }
 
+impl ListResult {
+    /// One page of a list at `revision`; when `more` items follow, the continue token resumes
+    /// after this page's last key at the same revision.
+    pub fn page(items: Vec<Kv>, revision: u64, more: bool, remaining: u64) -> ListResult {
+        let continue_token = match (more, items.last()) {
+            (true, Some(last)) => Some(
+                token::ContinueToken {
+                    revision,
+                    after_key: last.key.clone(),
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        ListResult {
+            items,
+            revision,
+            continue_token,
+            remaining: Some(remaining),
+        }
+    }
+}
+
 /// The events after a revision, then live ones. Ends with an error item if the watch
 /// cannot go on (for example its next revision was compacted).
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, StoreError>> + Send>>;

@@ -15,6 +15,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+
+use crate::bench::run_quiet as run;
 use skiff_runtime::cgroup::{CgroupFs, LayoutKind};
 
 /// One OCI runtime with its bundles and the containers it still has to delete.
@@ -234,20 +236,4 @@ impl Drop for MountNs {
         }
         let _ = self.child.wait();
     }
-}
-
-/// Runs `cmd` to completion; a failure carries its stderr.
-pub fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }

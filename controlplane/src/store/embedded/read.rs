@@ -114,22 +114,7 @@ pub(crate) fn list(
     let overrides = rewound_keys(&snapshot.history()?, revision, prefix, &start)?;
     let limit = options.limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
     let (items, remaining) = collect_page(&snapshot.keys()?, overrides, prefix, &start, limit)?;
-    let continue_token = match (remaining, items.last()) {
-        (1.., Some(last)) => Some(
-            ContinueToken {
-                revision,
-                after_key: last.key.clone(),
-            }
-            .encode(),
-        ),
-        _ => None,
-    };
-    Ok(ListResult {
-        items,
-        revision,
-        continue_token,
-        remaining: Some(remaining),
-    })
+    Ok(ListResult::page(items, revision, remaining > 0, remaining))
 }
 
 /// For each key in range written after `revision`: its state at `revision` (`None`: absent).

@@ -222,22 +222,12 @@ impl Store for EtcdStore {
             requested => requested,
         };
         let remaining = to_u64(response.count()).saturating_sub(items.len() as u64);
-        let continue_token = match (response.more(), items.last()) {
-            (true, Some(last)) => Some(
-                ContinueToken {
-                    revision,
-                    after_key: last.key.clone(),
-                }
-                .encode(),
-            ),
-            _ => None,
-        };
-        Ok(ListResult {
+        Ok(ListResult::page(
             items,
             revision,
-            continue_token,
-            remaining: Some(remaining),
-        })
+            response.more(),
+            remaining,
+        ))
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Kv, StoreError> {
