@@ -54,19 +54,9 @@ impl Pods {
     }
 
     fn pod(&mut self, id: &str, ip: &str, resources: Resources) {
-        let spec = SandboxSpec {
-            id: id.into(),
-            hostname: id.into(),
-            network: Some(PodInterface {
-                host_ifname: format!("veth-{id}"),
-                bridge: "skiff0".into(),
-                pod_ifname: "eth0".into(),
-                address: format!("{ip}/24").parse().unwrap(),
-                gateway: "10.244.0.1".parse().unwrap(),
-            }),
-            resources,
-        };
-        self.sandboxes.create(&spec).unwrap();
+        self.sandboxes
+            .create(&sandbox_spec(id, ip, "skiff0", resources))
+            .unwrap();
         self.ids.push(id.into());
     }
 
@@ -113,6 +103,21 @@ impl Drop for Pods {
         {
             let _ = parent.remove();
         }
+    }
+}
+
+fn sandbox_spec(id: &str, ip: &str, bridge: &str, resources: Resources) -> SandboxSpec {
+    SandboxSpec {
+        id: id.into(),
+        hostname: id.into(),
+        network: Some(PodInterface {
+            host_ifname: format!("veth-{id}"),
+            bridge: bridge.into(),
+            pod_ifname: "eth0".into(),
+            address: format!("{ip}/24").parse().unwrap(),
+            gateway: "10.244.0.1".parse().unwrap(),
+        }),
+        resources,
     }
 }
 
@@ -209,4 +214,35 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_detected() {
         log.is_empty() || log.iter().all(|l| !l.text.contains("records out")),
         "dd never finished: {log:?}"
     );
+}
+
+#[test]
+fn a_sandbox_that_fails_half_way_leaves_nothing_behind() {
+    if !ready() {
+        return;
+    }
+    let pods = Pods::new("rollback");
+    // The namespaces get pinned, then attaching to a bridge that does not exist fails.
+    let spec = sandbox_spec("broken", "10.244.0.9", "no-such-br", Resources::default());
+    let err = pods.sandboxes.create(&spec).unwrap_err().to_string();
+    assert!(err.contains("no-such-br"), "{err}");
+    let sandboxes = pods.node.dir.path().join("sandboxes");
+    assert!(!sandboxes.join("broken").exists(), "no state left");
+    let mounts = ns::mounts_below(&sandboxes).unwrap();
+    assert!(
+        mounts.iter().all(|m| m == &sandboxes),
+        "no pinned namespace left: {mounts:?}"
+    );
+    assert!(
+        pods.sandboxes.cgroup("broken").is_err(),
+        "no pod cgroup left"
+    );
+    let fd = PinnedNs::open(&pods.node_netns).unwrap();
+    let mut node = NetHandle::in_netns(std::os::fd::AsFd::as_fd(&fd), "node").unwrap();
+    assert_eq!(
+        node.link_index("veth-broken").unwrap(),
+        None,
+        "no veth left"
+    );
+    assert!(pods.sandboxes.list().is_empty());
 }
