@@ -9,12 +9,7 @@ use std::time::{Duration, Instant};
 use skiff_runtime::container::{
     BindMount, ContainerError, Containers, DEFAULT_CAPABILITIES, Propagation, State, logs,
 };
-use support::privileged_with;
-use support::runtime::Node;
-
-fn ready() -> bool {
-    privileged_with(&["python3", "busybox"])
-}
+use support::runtime::{Node, ready};
 
 #[test]
 fn runs_a_command_records_its_exit_code_and_writes_cri_logs() {

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use skiff_runtime::cgroup::{CgroupFs, Parent};
 use skiff_runtime::ns::{self, NsKind, PinnedNs};
-use support::{build_image, privileged_with};
+use support::build_image;
+use support::runtime::ready;
 
 const IMAGE: &str = "skiff.test/busybox:latest";
 
@@ -141,10 +142,6 @@ fn cgroup_exists(parent: &str, pod: &str) -> bool {
     fs.open(&Parent::Below(parent.into()), &format!("pod-{pod}"))
         .is_ok()
         || fs.open(&below, "main").is_ok()
-}
-
-fn ready() -> bool {
-    privileged_with(&["python3", "busybox"])
 }
 
 #[test]

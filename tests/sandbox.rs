@@ -12,8 +12,7 @@ use skiff_runtime::container::{State, logs};
 use skiff_runtime::net::{NetHandle, PodInterface};
 use skiff_runtime::ns::{self, NsKind, PinnedNs};
 use skiff_runtime::sandbox::{SandboxSpec, Sandboxes};
-use support::privileged_with;
-use support::runtime::Node;
+use support::runtime::{Node, ready};
 
 /// A node network namespace with a bridge, and sandboxes whose interfaces attach to it.
 struct Pods {
@@ -124,10 +123,6 @@ fn sandbox_spec(id: &str, ip: &str, bridge: &str, resources: Resources) -> Sandb
 /// A parent cgroup per test (tests run in parallel in one process).
 fn cgroup_parent_for(test: &str) -> String {
     format!("skiff-test-{}-{test}", std::process::id())
-}
-
-fn ready() -> bool {
-    privileged_with(&["python3", "busybox"])
 }
 
 #[test]

@@ -5,12 +5,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_runtime::container::{
-    ContainerSpec, Containers, DEFAULT_CAPABILITIES, LogSpec, ProcessSpec, State, logs,
-};
+use skiff_runtime::container::{ContainerSpec, Containers, LogSpec, ProcessSpec, State, logs};
 use skiff_runtime::image::{ImageStore, NoProgress, Reference};
 
-use super::build_image;
+use super::{build_image, privileged_with};
+
+/// Whether a runtime test may run here: root, and the test image's inputs installed.
+pub fn ready() -> bool {
+    privileged_with(&["python3", "busybox"])
+}
 
 pub struct Node {
     pub dir: tempfile::TempDir,
@@ -51,19 +54,7 @@ impl Node {
             id: id.into(),
             layers: self.layers.clone(),
             readonly_rootfs: false,
-            process: ProcessSpec {
-                args: args.iter().map(|s| s.to_string()).collect(),
-                env: vec!["PATH=/bin".into(), "HOME=/root".into()],
-                cwd: "/".into(),
-                uid: 0,
-                gid: 0,
-                additional_gids: vec![],
-                capabilities: DEFAULT_CAPABILITIES.iter().map(|(_, n)| *n).collect(),
-                no_new_privileges: true,
-                rlimits: vec![],
-                stop_signal: libc::SIGTERM,
-                seccomp: Default::default(),
-            },
+            process: ProcessSpec::new(args, &["PATH=/bin", "HOME=/root"]),
             join: vec![],
             cgroup_procs: vec![],
             mounts: vec![],

@@ -57,6 +57,27 @@ pub struct ProcessSpec {
     pub seccomp: super::seccomp::Seccomp,
 }
 
+impl ProcessSpec {
+    /// `args` with `env`, as root in `/`, with containerd's default capabilities,
+    /// no_new_privs, the `RuntimeDefault` seccomp profile and SIGTERM to stop; callers change
+    /// what differs.
+    pub fn new(args: &[&str], env: &[&str]) -> ProcessSpec {
+        ProcessSpec {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|s| s.to_string()).collect(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            capabilities: DEFAULT_CAPABILITIES.iter().map(|(_, n)| *n).collect(),
+            no_new_privileges: true,
+            rlimits: vec![],
+            stop_signal: libc::SIGTERM,
+            seccomp: super::seccomp::Seccomp::RuntimeDefault,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindMount {
     pub source: PathBuf,

@@ -15,16 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use skiff_runtime::cgroup::{Cgroup, CgroupFs, Parent};
-use skiff_runtime::container::{
-    self, ContainerSpec, Containers, DEFAULT_CAPABILITIES, LogSpec, ProcessSpec,
-};
+use skiff_runtime::container::{self, ContainerSpec, Containers, LogSpec, ProcessSpec};
 use skiff_runtime::net::{NetHandle, PodInterface};
 use skiff_runtime::ns::{self, NsKind, PinnedNs};
 
 const BRIDGE: &str = "skiffb0";
 const GATEWAY: &str = "10.244.0.1";
-/// SIGTERM (the skiff crate links no libc bindings).
-const SIGTERM: i32 = 15;
 
 /// Where one pod's time went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -108,20 +104,7 @@ impl Node {
             id: id.into(),
             layers: self.layers.clone(),
             readonly_rootfs: false,
-            process: ProcessSpec {
-                args: args.iter().map(|s| s.to_string()).collect(),
-                env: vec!["PATH=/bin".into(), "HOME=/root".into()],
-                cwd: "/".into(),
-                uid: 0,
-                gid: 0,
-                additional_gids: vec![],
-                capabilities: DEFAULT_CAPABILITIES.iter().map(|(_, n)| *n).collect(),
-                no_new_privileges: true,
-                rlimits: vec![],
-                stop_signal: SIGTERM,
-                // What a pod gets by default from the kubelet (costs skiff a filter load).
-                seccomp: container::seccomp::Seccomp::RuntimeDefault,
-            },
+            process: ProcessSpec::new(args, &["PATH=/bin", "HOME=/root"]),
             join: vec![
                 (Join::Net, pod_dir.join("net")),
                 (Join::Ipc, pod_dir.join("ipc")),
