@@ -2,4 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
+pub mod controllers;
 pub mod store;

@@ -8,4 +8,3 @@ pub mod images;
 pub mod ipam;
 pub mod local;
 pub mod podspec;
-pub mod quantity;

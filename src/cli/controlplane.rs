@@ -1,4 +1,5 @@
-//! `skiff apiserver`: runs the Kubernetes API server until SIGTERM or ctrl-c.
+//! `skiff apiserver`: runs the Kubernetes API server with the scheduler and controllers
+//! until SIGTERM or ctrl-c.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use skiff_controlplane::apiserver::{self, ApiServerConfig};
+use skiff_controlplane::controllers::{self, ControllerManager};
 
 /// Options of `skiff apiserver`.
 #[derive(Debug, Args)]
@@ -22,6 +24,9 @@ pub struct ApiServerArgs {
     /// Extra DNS name or IP for the serving certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    /// Serve the API only: no scheduler, no controllers.
+    #[arg(long)]
+    pub no_controllers: bool,
 }
 
 pub async fn run(args: ApiServerArgs) -> Result<()> {
@@ -37,11 +42,14 @@ pub async fn run(args: ApiServerArgs) -> Result<()> {
         server.addr,
         server.kubeconfig.display()
     );
+    let controllers = (!args.no_controllers)
+        .then(|| ControllerManager::start(server.client(), controllers::Config::default()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    drop(controllers);
     server.shutdown().await.context("stopping the API server")
 }

@@ -278,6 +278,15 @@ pub fn prepare_update(
         next["status"] = object.get("status").cloned().unwrap_or_else(|| json!({}));
         return Ok((next, expected));
     }
+    if sub == Some(Subresource::Finalize) {
+        // Only `spec.finalizers` changes: the namespace controller's last step.
+        let mut next = old.clone();
+        next["spec"]["finalizers"] = object
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        return Ok((next, expected));
+    }
     validate(resource, &object)?;
     Ok((merge_system_fields(resource, old, object), expected))
 }

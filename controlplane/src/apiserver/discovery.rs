@@ -59,7 +59,6 @@ impl Format {
 const VERBS: &[&str] = &[
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
-const SUB_VERBS: &[&str] = &["get", "patch", "update"];
 
 fn scope(r: &ResourceType) -> &'static str {
     if r.namespaced {
@@ -73,6 +72,9 @@ fn sub_kind(r: &ResourceType, sub: Subresource) -> Value {
     match sub {
         Subresource::Status => json!({"group": r.group, "version": r.version, "kind": r.kind}),
         Subresource::Scale => json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
+        Subresource::Binding => json!({"group": "", "version": "v1", "kind": "Binding"}),
+        Subresource::Eviction => json!({"group": "policy", "version": "v1", "kind": "Eviction"}),
+        Subresource::Finalize => json!({"group": "", "version": "v1", "kind": "Namespace"}),
     }
 }
 
@@ -80,7 +82,7 @@ fn aggregated_resource(r: &ResourceType) -> Value {
     let subresources: Vec<Value> = r
         .subresources
         .iter()
-        .map(|s| json!({"subresource": s.as_str(), "responseKind": sub_kind(r, *s), "verbs": SUB_VERBS}))
+        .map(|s| json!({"subresource": s.as_str(), "responseKind": sub_kind(r, *s), "verbs": s.verbs()}))
         .collect();
     json!({
         "resource": r.plural,
@@ -164,7 +166,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             resources.push(json!({
                 "name": format!("{}/{}", r.plural, sub.as_str()), "singularName": "",
                 "namespaced": r.namespaced, "kind": kind["kind"], "group": kind["group"],
-                "version": kind["version"], "verbs": SUB_VERBS,
+                "version": kind["version"], "verbs": sub.verbs(),
             }));
         }
     }

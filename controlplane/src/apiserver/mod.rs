@@ -5,6 +5,7 @@
 
 mod admit;
 mod auth;
+mod client;
 mod defaults;
 mod discovery;
 mod error;
@@ -37,8 +38,10 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+pub use client::{Change, Client, Kind, Object, ObjectList};
 pub use error::ApiServerError;
 pub use handlers::AppState;
+pub use request::{DeleteOptions, Propagation};
 pub use status::ApiError;
 
 use crate::store::{EmbeddedStore, EtcdStore, Store, StoreError};
@@ -87,11 +90,17 @@ pub struct RunningApiServer {
     pub token: String,
     /// PEM of the CA that signed the serving certificate.
     pub ca_pem: String,
+    state: AppState,
     handle: Handle<SocketAddr>,
     task: JoinHandle<Result<(), ApiServerError>>,
 }
 
 impl RunningApiServer {
+    /// An in-process client of this server (what the controllers use).
+    pub fn client(&self) -> Client {
+        Client::new(self.state.clone())
+    }
+
     /// Stops accepting connections, lets in-flight requests finish briefly, and waits.
     pub async fn shutdown(self) -> Result<(), ApiServerError> {
         self.handle.graceful_shutdown(Some(Duration::from_secs(2)));
@@ -185,7 +194,7 @@ pub async fn start_with_store(
         bookmark_interval: config.bookmark_interval,
         max_body_bytes: config.max_body_bytes,
     };
-    let app = router(state, Arc::from(pki.token.as_str()));
+    let app = router(state.clone(), Arc::from(pki.token.as_str()));
     let handle = Handle::new();
     let server = axum_server::from_tcp_rustls(listener, tls_config)
         .map_err(|source| ApiServerError::Bind { addr, source })?
@@ -202,6 +211,7 @@ pub async fn start_with_store(
         kubeconfig,
         token: pki.token,
         ca_pem: pki.ca_pem,
+        state,
         handle,
         task,
     })

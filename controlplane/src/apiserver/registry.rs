@@ -16,6 +16,12 @@ pub enum Subresource {
     Status,
     /// `scale`: an `autoscaling/v1` Scale view of `.spec.replicas`.
     Scale,
+    /// `pods/binding`: POST a `Binding` to set `spec.nodeName` once (the scheduler's write).
+    Binding,
+    /// `pods/eviction`: POST an `Eviction` to delete the pod gracefully.
+    Eviction,
+    /// `namespaces/finalize`: PUT to change `spec.finalizers` of a namespace.
+    Finalize,
 }
 
 impl Subresource {
@@ -24,6 +30,18 @@ impl Subresource {
         match self {
             Subresource::Status => "status",
             Subresource::Scale => "scale",
+            Subresource::Binding => "binding",
+            Subresource::Eviction => "eviction",
+            Subresource::Finalize => "finalize",
+        }
+    }
+
+    /// The verbs discovery lists for it.
+    pub fn verbs(self) -> &'static [&'static str] {
+        match self {
+            Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
+            Subresource::Binding | Subresource::Eviction => &["create"],
+            Subresource::Finalize => &["update"],
         }
     }
 }
@@ -72,6 +90,12 @@ const NONE: &[&str] = &[];
 const ALL: &[&str] = &["all"];
 const STATUS: &[Subresource] = &[Subresource::Status];
 const SCALE_STATUS: &[Subresource] = &[Subresource::Scale, Subresource::Status];
+const POD_SUBS: &[Subresource] = &[
+    Subresource::Status,
+    Subresource::Binding,
+    Subresource::Eviction,
+];
+const NAMESPACE_SUBS: &[Subresource] = &[Subresource::Status, Subresource::Finalize];
 
 macro_rules! resource {
     ($group:expr, $version:expr, $plural:expr, $singular:expr, $kind:expr, $ty:ty,
@@ -98,13 +122,13 @@ macro_rules! resource {
 /// Every served resource, core group first (the order of discovery documents).
 pub static RESOURCES: &[ResourceType] = &[
     resource!("", "v1", "namespaces", "namespace", "Namespace", core::v1::Namespace,
-        namespaced: false, short: &["ns"], cat: NONE, sub: STATUS, generation: false,
+        namespaced: false, short: &["ns"], cat: NONE, sub: NAMESPACE_SUBS, generation: false,
         fields: &["status.phase"], printer: table::NAMESPACES),
     resource!("", "v1", "nodes", "node", "Node", core::v1::Node,
         namespaced: false, short: &["no"], cat: NONE, sub: STATUS, generation: false,
         fields: &["spec.unschedulable"], printer: table::NODES),
     resource!("", "v1", "pods", "pod", "Pod", core::v1::Pod,
-        namespaced: true, short: &["po"], cat: ALL, sub: STATUS, generation: false,
+        namespaced: true, short: &["po"], cat: ALL, sub: POD_SUBS, generation: false,
         fields: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
                   "spec.serviceAccountName", "status.phase", "status.podIP"],
         printer: table::PODS),

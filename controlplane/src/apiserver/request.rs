@@ -77,6 +77,34 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     /// `preconditions.resourceVersion`.
     pub resource_version: Option<u64>,
+    /// `propagationPolicy` (or the legacy `orphanDependents`).
+    pub propagation: Option<Propagation>,
+    /// `gracePeriodSeconds` (body or query).
+    pub grace_period_seconds: Option<i64>,
+}
+
+/// What happens to an object's dependents when it is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Delete the owner now; the garbage collector deletes the dependents afterwards.
+    Background,
+    /// Keep the owner (with `deletionTimestamp`) until its blocking dependents are gone.
+    Foreground,
+    /// Remove the owner's references from the dependents, then delete the owner.
+    Orphan,
+}
+
+impl Propagation {
+    fn parse(value: &str) -> Result<Propagation, ApiError> {
+        match value {
+            "Background" => Ok(Propagation::Background),
+            "Foreground" => Ok(Propagation::Foreground),
+            "Orphan" => Ok(Propagation::Orphan),
+            other => Err(ApiError::bad_request(format!(
+                "invalid propagationPolicy {other:?}: must be Background, Foreground or Orphan"
+            ))),
+        }
+    }
 }
 
 /// One operation on a resource.
@@ -131,6 +159,7 @@ struct Params {
     list: ListQuery,
     watch: bool,
     write: WriteOptions,
+    delete: DeleteOptions,
 }
 
 fn parse_params(query: &str) -> Result<Params, ApiError> {
@@ -152,6 +181,8 @@ fn parse_params(query: &str) -> Result<Params, ApiError> {
             "fieldValidation" if value.eq_ignore_ascii_case("strict") => {
                 p.write.validation = FieldValidation::Strict
             }
+            "propagationPolicy" => p.delete.propagation = Some(Propagation::parse(&value)?),
+            "gracePeriodSeconds" => p.delete.grace_period_seconds = Some(number(&key, &value)?),
             _ => {}
         }
     }
@@ -275,9 +306,10 @@ fn patch_body(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
     }
 }
 
-fn delete_options(body: &[u8]) -> Result<DeleteOptions, ApiError> {
+/// The DeleteOptions of a body, over those of the query string.
+fn delete_options(body: &[u8], query: DeleteOptions) -> Result<DeleteOptions, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(DeleteOptions::default());
+        return Ok(query);
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
@@ -291,6 +323,18 @@ fn delete_options(body: &[u8]) -> Result<DeleteOptions, ApiError> {
             .and_then(Value::as_str)
             .map(str::to_owned),
         resource_version: rv.map(|v| number("resourceVersion", v)).transpose()?,
+        propagation: match value.get("propagationPolicy").and_then(Value::as_str) {
+            Some(p) => Some(Propagation::parse(p)?),
+            None => match value.get("orphanDependents").and_then(Value::as_bool) {
+                Some(true) => Some(Propagation::Orphan),
+                Some(false) => Some(Propagation::Background),
+                None => query.propagation,
+            },
+        },
+        grace_period_seconds: value
+            .get("gracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .or(query.grace_period_seconds),
     })
 }
 
@@ -315,9 +359,19 @@ pub fn parse(
         (Method::GET, false) if params.watch => Command::Watch(target, params.list),
         (Method::GET, false) => Command::List(target, params.list),
         (Method::POST, false) => Command::Create(target, object_body(headers, body)?, params.write),
+        (Method::POST, true)
+            if matches!(
+                target.subresource,
+                Some(Subresource::Binding | Subresource::Eviction)
+            ) =>
+        {
+            Command::Create(target, object_body(headers, body)?, params.write)
+        }
         (Method::PUT, true) => Command::Update(target, object_body(headers, body)?, params.write),
         (Method::PATCH, true) => Command::Patch(target, patch_body(headers, body)?, params.write),
-        (Method::DELETE, true) => Command::Delete(target, delete_options(body)?, params.write),
+        (Method::DELETE, true) => {
+            Command::Delete(target, delete_options(body, params.delete)?, params.write)
+        }
         _ => return Err(ApiError::method_not_allowed(method.as_str(), path)),
     };
     Ok(Route::Command(command, table))
@@ -476,15 +530,29 @@ mod tests {
 
     #[test]
     fn delete_options_carry_preconditions() {
-        let opts = delete_options(br#"{"propagationPolicy":"Background","preconditions":{"resourceVersion":"7","uid":"u"}}"#).unwrap();
+        let none = DeleteOptions::default;
+        let opts = delete_options(br#"{"propagationPolicy":"Foreground","gracePeriodSeconds":0,"preconditions":{"resourceVersion":"7","uid":"u"}}"#, none()).unwrap();
         assert_eq!(
             opts,
             DeleteOptions {
                 uid: Some("u".into()),
-                resource_version: Some(7)
+                resource_version: Some(7),
+                propagation: Some(Propagation::Foreground),
+                grace_period_seconds: Some(0),
             }
         );
-        assert_eq!(delete_options(b"").unwrap(), DeleteOptions::default());
-        assert_eq!(delete_options(b"[").unwrap_err().code, 400);
+        let orphan = delete_options(br#"{"orphanDependents":true}"#, none()).unwrap();
+        assert_eq!(orphan.propagation, Some(Propagation::Orphan));
+        assert_eq!(
+            delete_options(b"", none()).unwrap(),
+            DeleteOptions::default()
+        );
+        assert_eq!(delete_options(b"[", none()).unwrap_err().code, 400);
+        assert_eq!(
+            delete_options(br#"{"propagationPolicy":"Sideways"}"#, none())
+                .unwrap_err()
+                .code,
+            400
+        );
     }
 }

@@ -117,6 +117,19 @@ impl ApiError {
         )
     }
 
+    /// 403: `pods "x" is forbidden: <why>`.
+    pub fn forbidden(group: &str, plural: &str, name: &str, why: &str) -> Self {
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} \"{name}\" is forbidden: {why}",
+                qualified(group, plural)
+            ),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
+    }
+
     /// 400 for a request that cannot be understood.
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(400, "BadRequest", message)

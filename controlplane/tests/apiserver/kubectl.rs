@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use skiff_controlplane::apiserver::{self, ApiServerConfig, RunningApiServer};
+use skiff_controlplane::controllers::{self, ControllerManager};
 use skiff_controlplane::store::{EmbeddedStore, Store};
 
 /// Where the versioned kubectl binaries behind the `/usr/bin/kubectl` dispatcher live.
@@ -32,6 +33,8 @@ pub fn kubectl_binary(minor: u32) -> Option<PathBuf> {
 /// A running server plus what kubectl needs to reach it.
 pub struct Cluster {
     pub runtime: tokio::runtime::Runtime,
+    /// The scheduler and controllers, as `skiff apiserver` runs them.
+    pub controllers: Option<ControllerManager>,
     pub server: Option<RunningApiServer>,
     pub store: Arc<dyn Store>,
     pub dir: tempfile::TempDir,
@@ -63,8 +66,13 @@ impl Cluster {
         let server = runtime
             .block_on(apiserver::start_with_store(config, store.clone()))
             .expect("start server");
+        let controllers = {
+            let _guard = runtime.enter();
+            ControllerManager::start(server.client(), controllers::Config::default())
+        };
         Cluster {
             runtime,
+            controllers: Some(controllers),
             server: Some(server),
             store,
             dir,
@@ -134,6 +142,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        drop(self.controllers.take());
         if let Some(server) = self.server.take() {
             let _ = self.runtime.block_on(server.shutdown());
         }

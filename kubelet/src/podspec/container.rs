@@ -15,7 +15,8 @@ use super::{
     ContainerPlan, ImageLookupError, ImageSource, PlanContext, PodFile, PodSpecError, PodVolume,
     check_label, etc_mounts,
 };
-use crate::{caps, quantity::Quantity};
+use crate::caps;
+use skiff_api::Quantity;
 
 /// Log files rotate at this size.
 const LOG_MAX_BYTES: u64 = 10 << 20;

@@ -1,6 +1,7 @@
 //! Applying parsed requests: reads the body (with its size limit), parses it into a
 //! `Route`, runs the command against the store, and renders JSON, a Table, or a Status.
 
+mod delete;
 mod read;
 mod scale;
 mod write;
@@ -21,7 +22,8 @@ use super::status::ApiError;
 use super::watch;
 use crate::store::Store;
 
-pub(crate) use read::{collect, decode};
+pub(crate) use read::{Page, collect, decode, load};
+pub(crate) use write::Written;
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -108,20 +110,34 @@ async fn run(state: &AppState, command: Command, table: bool) -> Result<Response
         },
         Command::List(target, query) => read::list(state, &target, &query, table).await,
         Command::Watch(target, query) => watch::serve(state, &target, &query, table).await,
+        Command::Update(target, body, opts) if target.subresource == Some(Subresource::Scale) => {
+            scale::update(state, &target, body, &opts).await
+        }
+        Command::Patch(target, patch, opts) if target.subresource == Some(Subresource::Scale) => {
+            scale::patch(state, &target, &patch, &opts).await
+        }
+        Command::Delete(target, ..) if target.subresource.is_some() => {
+            Err(ApiError::method_not_allowed("DELETE", "a subresource"))
+        }
+        write => {
+            let (code, object) = apply(state, write).await?;
+            Ok(json(code, &object))
+        }
+    }
+}
+
+/// Runs a write command (create, update, patch, delete) of the main resource or of the
+/// status, binding, eviction or finalize subresources.
+pub(crate) async fn apply(state: &AppState, command: Command) -> Result<Written, ApiError> {
+    match command {
         Command::Create(target, body, opts) => write::create(state, &target, body, &opts).await,
-        Command::Update(target, body, opts) => match target.subresource {
-            Some(Subresource::Scale) => scale::update(state, &target, body, &opts).await,
-            _ => write::update(state, &target, body, &opts).await,
-        },
-        Command::Patch(target, patch, opts) => match target.subresource {
-            Some(Subresource::Scale) => scale::patch(state, &target, &patch, &opts).await,
-            _ => write::patch(state, &target, &patch, &opts).await,
-        },
+        Command::Update(target, body, opts) => write::update(state, &target, body, &opts).await,
+        Command::Patch(target, patch, opts) => write::patch(state, &target, &patch, &opts).await,
         Command::Delete(target, options, opts) => {
-            if target.subresource.is_some() {
-                return Err(ApiError::method_not_allowed("DELETE", "a subresource"));
-            }
             write::delete(state, &target, &options, &opts).await
+        }
+        Command::Get(_) | Command::List(..) | Command::Watch(..) => {
+            Err(ApiError::internal("apply() runs writes only"))
         }
     }
 }

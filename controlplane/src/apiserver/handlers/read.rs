@@ -22,7 +22,7 @@ pub(crate) fn decode(kv: &Kv) -> Result<Value, ApiError> {
 }
 
 /// The current object of a single-object target and its revision; 404 if absent.
-pub(super) async fn load(state: &AppState, target: &Target) -> Result<(Value, u64), ApiError> {
+pub(crate) async fn load(state: &AppState, target: &Target) -> Result<(Value, u64), ApiError> {
     let r = target.resource;
     let name = name_of(target);
     let key = r.key(target.namespace.as_deref(), name);
