@@ -35,8 +35,16 @@ spec:
       containers:
       - name: c
         image: nginx:1.26
+        ports: [{name: http, containerPort: 8080}]
         resources:
           requests: {cpu: 100m, memory: 64Mi}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
 "#;
 
 struct Env {
@@ -142,6 +150,38 @@ fn deployment_workflow(minor: u32) {
     for node in ["node-a", "node-b", "node-c"] {
         assert!(wide.contains(node), "no pod on {node}: {wide}");
     }
+    // The Service's endpoints: five ready pods on the named target port.
+    env.wait("5 endpoints", 20, |e| {
+        let ep = e.cluster.ok(&[
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ]);
+        ep.split_whitespace().count() == 5
+    });
+    let ports = c.ok(&[
+        "get",
+        "endpoints",
+        "web",
+        "-o",
+        "jsonpath={.subsets[0].ports[0].port}",
+    ]);
+    assert_eq!(ports, "8080");
+    let slice = c.ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=web",
+        "-o",
+        "jsonpath={.items[0].endpoints[*].conditions.ready}",
+    ]);
+    assert_eq!(
+        slice.split_whitespace().filter(|r| *r == "true").count(),
+        5,
+        "{slice}"
+    );
 
     // A new image rolls out without dropping below 5 ready or going above 6 pods.
     let sampler = Sampler::start(&env);
@@ -329,4 +369,72 @@ fn garbage_collection(minor: u32) {
 #[test]
 fn kubectl_1_29_garbage_collection_and_namespaces() {
     garbage_collection(29);
+}
+
+fn lost_node(minor: u32) {
+    let config = Config {
+        node_monitor_grace: Duration::from_secs(3),
+        default_toleration: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let Some(env) = start(minor, config) else {
+        return;
+    };
+    let c = &env.cluster;
+    c.ok(&[
+        "apply",
+        "-f",
+        &c.manifest("lost.yaml", &deployment("spread", 6)),
+    ]);
+    env.wait("6 pods", 30, |e| {
+        e.block_on(pod_counts(&e.client, "default", "app=spread")) == (6, 6)
+    });
+    let on = |e: &Env, node: &str| {
+        e.cluster
+            .ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=spread",
+                "--field-selector",
+                &format!("spec.nodeName={node}"),
+                "-o",
+                "name",
+            ])
+            .lines()
+            .count()
+    };
+    assert!(
+        on(&env, "node-a") > 0,
+        "the scheduler spreads pods onto node-a too"
+    );
+    env.agent.silence("node-a");
+    env.wait("node-a NotReady", 20, |e| {
+        let nodes = e.cluster.ok(&["get", "nodes"]);
+        nodes
+            .lines()
+            .any(|l| l.starts_with("node-a") && l.contains("NotReady"))
+    });
+    let taints = c.ok(&[
+        "get",
+        "node",
+        "node-a",
+        "-o",
+        "jsonpath={.spec.taints[*].key}",
+    ]);
+    assert!(
+        taints.contains("node.kubernetes.io/unreachable"),
+        "{taints}"
+    );
+    // Its pods are evicted after the toleration and replaced on the other nodes.
+    env.wait("replacements on live nodes", 30, |e| {
+        let live = on(e, "node-b") + on(e, "node-c");
+        let (active, ready) = e.block_on(pod_counts(&e.client, "default", "app=spread"));
+        live == 6 && active == 6 && ready == 6
+    });
+}
+
+#[test]
+fn kubectl_1_33_silent_node_pods_are_rescheduled() {
+    lost_node(33);
 }

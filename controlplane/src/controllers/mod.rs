@@ -6,12 +6,14 @@
 //! See `docs/design/008-controllers.md`.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod expectations;
 pub mod gc;
 pub mod informer;
 pub mod meta;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod queue;
 pub mod replicaset;
 pub mod scheduler;
@@ -137,6 +139,9 @@ impl Informers {
             .replicasets
             .index(deployment::BY_CONTROLLER, deployment::controller_uid);
         informers
+            .pods
+            .index(nodelifecycle::BY_NODE, nodelifecycle::node_of);
+        informers
     }
 
     /// Lets the garbage collector follow every kind that owns or is owned.
@@ -205,6 +210,22 @@ impl ControllerManager {
         );
         tasks.extend(run_workers(deploy, queue.clone(), config.workers));
         queues.push(queue);
+        let (ep, queue) = endpoints::EndpointsController::new(
+            client.clone(),
+            &informers.services,
+            &informers.pods,
+            &informers.endpoints,
+            &informers.endpointslices,
+        );
+        tasks.extend(run_workers(ep, queue.clone(), config.workers));
+        queues.push(queue);
+        tasks.push(nodelifecycle::NodeLifecycle::start(
+            client.clone(),
+            &informers.nodes,
+            &informers.leases,
+            &informers.pods,
+            config.clone(),
+        ));
         let (gc, queue) = gc::GarbageCollector::new(client.clone());
         informers.watch_all(&gc);
         tasks.extend(run_workers(gc, queue.clone(), config.workers));

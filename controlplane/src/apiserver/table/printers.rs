@@ -322,10 +322,11 @@ fn node_cells(node: &Value, now: Timestamp) -> Vec<Value> {
         .iter()
         .find(|c| text(c, &["type"]) == "Ready")
         .map(|c| text(c, &["status"]));
+    // As kubectl's printer: any Ready status but True (False or Unknown) is NotReady.
     let mut status = match ready {
         Some("True") => "Ready".to_owned(),
-        Some("False") => "NotReady".to_owned(),
-        _ => "Unknown".to_owned(),
+        Some(_) => "NotReady".to_owned(),
+        None => "Unknown".to_owned(),
     };
     if walk(node, &["spec", "unschedulable"]) == Some(&json!(true)) {
         status.push_str(",SchedulingDisabled");

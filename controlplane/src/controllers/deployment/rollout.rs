@@ -791,7 +791,9 @@ mod tests {
         assert_eq!(scales(&d), vec![(name(old.as_ref()).to_owned(), 0)]);
         let stopped = set_of(&v1, 1, 0, 0, "2026-03-01T09:00:00Z");
         assert!(
-            decide(&v2, std::slice::from_ref(&stopped), 2, now()).actions.is_empty(),
+            decide(&v2, std::slice::from_ref(&stopped), 2, now())
+                .actions
+                .is_empty(),
             "old pods still running"
         );
         let d = decide(&v2, &[stopped], 0, now());
