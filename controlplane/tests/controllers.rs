@@ -438,3 +438,93 @@ fn lost_node(minor: u32) {
 fn kubectl_1_33_silent_node_pods_are_rescheduled() {
     lost_node(33);
 }
+
+const DB: &str = r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: default}
+spec:
+  replicas: 3
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: c, image: "db:1"}]
+"#;
+
+/// The names of the active `app=db` pods, sorted.
+fn db_pods(e: &Env) -> Vec<String> {
+    let out = e.cluster.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=db",
+        "-o",
+        "jsonpath={.items[?(@.metadata.deletionTimestamp)].metadata.name}",
+    ]);
+    let deleting: Vec<&str> = out.split_whitespace().collect();
+    let all = e.cluster.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=db",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let mut names: Vec<String> = all
+        .split_whitespace()
+        .filter(|n| !deleting.contains(n))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+fn statefulset(minor: u32) {
+    let Some(env) = start(minor, Config::default()) else {
+        return;
+    };
+    let c = &env.cluster;
+    let prefix = |names: &[String]| {
+        names
+            .iter()
+            .enumerate()
+            .all(|(i, n)| *n == format!("db-{i}"))
+    };
+    c.ok(&["apply", "-f", &c.manifest("db.yaml", DB)]);
+    // Ordered creation: every state seen is db-0 … db-k, never a gap.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let names = db_pods(&env);
+        assert!(prefix(&names), "created out of order: {names:?}");
+        if names.len() == 3 && env.block_on(pod_counts(&env.client, "default", "app=db")).1 == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "statefulset not ready: {names:?}"
+        );
+    }
+    c.ok(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
+    // A new image: pods are replaced from the highest ordinal down.
+    c.ok(&[
+        "patch",
+        "statefulset/db",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"db:2"}]"#,
+    ]);
+    c.ok(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
+    let now = env.block_on(images(&env.client, "default"));
+    assert_eq!(now.get("db:2"), Some(&3), "{now:?}");
+    // Scale down removes the highest ordinals, leaving db-0.
+    c.ok(&["scale", "statefulset/db", "--replicas=1"]);
+    env.wait("db scaled to 1", 30, |e| db_pods(e) == ["db-0"]);
+    let t = c.ok(&["get", "statefulset", "db"]);
+    assert!(t.contains("1/1"), "{t}");
+}
+
+#[test]
+fn kubectl_1_33_statefulset_order() {
+    statefulset(33);
+}

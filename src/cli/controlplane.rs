@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use skiff_controlplane::apiserver::{self, ApiServerConfig};
-use skiff_controlplane::controllers::{self, ControllerManager};
+use skiff_controlplane::controllers::{self, leader};
 
 /// Options of `skiff apiserver`.
 #[derive(Debug, Args)]
@@ -42,14 +42,28 @@ pub async fn run(args: ApiServerArgs) -> Result<()> {
         server.addr,
         server.kubeconfig.display()
     );
-    let controllers = (!args.no_controllers)
-        .then(|| ControllerManager::start(server.client(), controllers::Config::default()));
+    // Every control-plane process campaigns; the Lease holder runs the controllers. The
+    // identity is stable across restarts of this process, so a restart resumes at once.
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let identity = format!("{host}_{}", args.listen);
+    let controllers = (!args.no_controllers).then(|| {
+        leader::run(
+            server.client(),
+            leader::Election::new(identity),
+            controllers::Config::default(),
+        )
+    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    drop(controllers);
+    if let Some(task) = controllers {
+        task.abort();
+    }
     server.shutdown().await.context("stopping the API server")
 }

@@ -11,12 +11,14 @@ pub mod events;
 pub mod expectations;
 pub mod gc;
 pub mod informer;
+pub mod leader;
 pub mod meta;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod queue;
 pub mod replicaset;
 pub mod scheduler;
+pub mod statefulset;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,6 +211,13 @@ impl ControllerManager {
             &informers.pods,
         );
         tasks.extend(run_workers(deploy, queue.clone(), config.workers));
+        queues.push(queue);
+        let (sts, queue) = statefulset::StatefulSetController::new(
+            client.clone(),
+            &informers.statefulsets,
+            &informers.pods,
+        );
+        tasks.extend(run_workers(sts, queue.clone(), config.workers));
         queues.push(queue);
         let (ep, queue) = endpoints::EndpointsController::new(
             client.clone(),
