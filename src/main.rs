@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: the control plane allocates and frees JSON trees from many threads at once,
+/// where glibc's malloc spent a quarter of the scheduler benchmark (docs/design/008).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // A container's setup process is this binary re-executed; it never returns from here.
     skiff_runtime::container::run_if_setup_process();

@@ -1,8 +1,6 @@
 //! The scheduler and controllers with the real API server, real kubectl, and a test node
 //! agent standing in for kubelets (it marks bound pods Running/Ready through the status API).
 
-#[path = "controllers/agent.rs"]
-mod agent;
 #[path = "apiserver/kubectl.rs"]
 mod harness;
 
@@ -10,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agent::{Agent, images, pod_counts};
 use harness::{Cluster, kubectl_binary};
 use skiff_controlplane::apiserver::Client;
 use skiff_controlplane::controllers::{Config, ControllerManager};
+use skiff_controlplane::hollow::{HollowNodes as Agent, images, pod_counts};
 
 const WEB: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -62,14 +60,13 @@ fn start(minor: u32, config: Config) -> Option<Env> {
         let _guard = cluster.runtime.enter();
         ControllerManager::start(client.clone(), config)
     });
-    let agent = Agent::start(
-        cluster.runtime.handle(),
+    let agent = cluster.runtime.block_on(Agent::start(
         client.clone(),
         &["node-a", "node-b", "node-c"],
         "4",
         "8Gi",
         Duration::from_millis(200),
-    );
+    ));
     Some(Env {
         cluster,
         client,

@@ -2,8 +2,6 @@
 //! leads; when it dies without a word, the other takes over within the lease time and the
 //! cluster keeps reconciling.
 
-#[path = "controllers/agent.rs"]
-mod agent;
 #[path = "support/etcd.rs"]
 mod etcd;
 
@@ -54,7 +52,9 @@ fn deployment(name: &str) -> Deployment {
 async fn wait_ready(client: &Client, app: &str, within: Duration) -> Duration {
     let start = Instant::now();
     loop {
-        if agent::pod_counts(client, "default", &format!("app={app}")).await == (2, 2) {
+        if skiff_controlplane::hollow::pod_counts(client, "default", &format!("app={app}")).await
+            == (2, 2)
+        {
             return start.elapsed();
         }
         assert!(
@@ -98,14 +98,13 @@ fn leader_failover_on_etcd() {
     let (leader, follower) = if first == a.identity { (a, b) } else { (b, a) };
     // The test kubelet talks to the follower's API server, which survives.
     let client = follower.server.client();
-    let _agent = agent::Agent::start(
-        runtime.handle(),
+    let _agent = runtime.block_on(skiff_controlplane::hollow::HollowNodes::start(
         client.clone(),
         &["node-1", "node-2"],
         "4",
         "8Gi",
         Duration::from_millis(100),
-    );
+    ));
     runtime.block_on(async {
         client.create(&deployment("before")).await.expect("create");
         wait_ready(&client, "before", Duration::from_secs(30)).await;

@@ -130,9 +130,7 @@ impl ImageBench {
 
 fn write_outputs(json: &Path, plot: &Path, report: &Report) -> Result<()> {
     for path in [json, plot] {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
-        }
+        super::ensure_parent(path)?;
     }
     std::fs::write(json, serde_json::to_vec_pretty(report)?)?;
     let series = |name: &str, v: &[f64]| Series {

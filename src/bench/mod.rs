@@ -1,6 +1,7 @@
 //! `skiff bench …`: whole-system benchmarks that print figures, measure the usual tools in the
 //! same run, and write JSON and an SVG plot.
 
+pub mod control_plane;
 pub mod image;
 pub mod plot;
 pub mod pod_start;
@@ -16,13 +17,24 @@ pub enum BenchCommand {
     Image(image::ImageBench),
     /// Pod start latency (sequential and burst) against `crun run` and `runc run`.
     PodStart(pod_start::PodStartBench),
+    /// Scheduler throughput and Deployment rollouts at scale, with hollow nodes.
+    ControlPlane(control_plane::ControlPlaneBench),
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Image(bench) => bench.run().await,
         BenchCommand::PodStart(bench) => bench.run().await,
+        BenchCommand::ControlPlane(bench) => bench.run().await,
     }
+}
+
+/// Creates the directory `path` will be written in.
+pub(crate) fn ensure_parent(path: &std::path::Path) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    Ok(())
 }
 
 /// Runs `cmd` to completion, discarding its output; a failure carries its stderr.

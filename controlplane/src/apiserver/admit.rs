@@ -334,14 +334,27 @@ fn merge_system_fields(resource: &ResourceType, old: &Value, mut object: Value) 
     object
 }
 
-/// Whether two stored forms are the same apart from `resourceVersion`.
+/// Whether two stored forms are the same apart from `resourceVersion` (without copying
+/// them: every write asks).
 pub fn same_content(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        metadata_mut(&mut v).remove("resourceVersion");
-        v
-    };
-    strip(a) == strip(b)
+    fn same_map(a: &Map<String, Value>, b: &Map<String, Value>, skip: &str, nested: bool) -> bool {
+        let keys = |m: &Map<String, Value>| m.keys().filter(|k| k.as_str() != skip).count();
+        keys(a) == keys(b)
+            && a.iter()
+                .filter(|(k, _)| k.as_str() != skip)
+                .all(|(k, v)| match b.get(k) {
+                    Some(w) if nested && k == "metadata" => match (v.as_object(), w.as_object()) {
+                        (Some(v), Some(w)) => same_map(v, w, "resourceVersion", false),
+                        _ => v == w,
+                    },
+                    Some(w) => v == w,
+                    None => false,
+                })
+    }
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => same_map(a, b, "", true),
+        _ => a == b,
+    }
 }
 
 #[cfg(test)]
@@ -490,5 +503,34 @@ mod tests {
         let uid = new_uid();
         assert_eq!(&uid[14..15], "4");
         assert_ne!(uid, new_uid());
+    }
+
+    #[test]
+    fn same_content_ignores_only_the_resource_version() {
+        let a = json!({"metadata": {"name": "x", "resourceVersion": "3"}, "spec": {"a": 1}});
+        assert!(same_content(
+            &a,
+            &json!({"metadata": {"name": "x", "resourceVersion": "9"}, "spec": {"a": 1}})
+        ));
+        assert!(same_content(
+            &a,
+            &json!({"metadata": {"name": "x"}, "spec": {"a": 1}})
+        ));
+        assert!(!same_content(
+            &a,
+            &json!({"metadata": {"name": "y"}, "spec": {"a": 1}})
+        ));
+        assert!(!same_content(
+            &a,
+            &json!({"metadata": {"name": "x"}, "spec": {"a": 2}})
+        ));
+        assert!(!same_content(
+            &a,
+            &json!({"metadata": {"name": "x"}, "spec": {"a": 1}, "status": {}})
+        ));
+        assert!(!same_content(
+            &a,
+            &json!({"metadata": {"name": "x", "uid": "u"}, "spec": {"a": 1}})
+        ));
     }
 }

@@ -13,8 +13,7 @@ use super::registry::{self, ResourceType, Subresource};
 use super::request::{Command, DeleteOptions, ListQuery, Patch, Target, WriteOptions};
 use super::selector::LabelSelector;
 use super::status::ApiError;
-use super::watch;
-use crate::store::StoreError;
+use crate::store::{StoreError, WatchEvent};
 
 /// A served object type.
 pub trait Object:
@@ -263,7 +262,14 @@ impl Client {
             .watch(&prefix, from_revision)
             .await
             .map_err(|e| ApiError::from_store(e, r.group, r.plural, ""))?;
-        let query = ListQuery::default();
+        // Decoded straight into the typed object (no intermediate JSON tree): informers
+        // of 10,000 pods spend their time here.
+        let typed = |kv: &crate::store::Kv, revision: u64| -> Result<K, ApiError> {
+            let mut object: K = serde_json::from_slice(&kv.value)
+                .map_err(|e| ApiError::internal(format!("cannot decode {}: {e}", kv.key)))?;
+            object.metadata_mut().resource_version = Some(revision.to_string());
+            Ok(object)
+        };
         Ok(stream.filter_map(move |event| {
             let out = match event {
                 Err(StoreError::Compacted {
@@ -273,14 +279,12 @@ impl Client {
                     "too old resource version: {requested} ({compacted})"
                 )))),
                 Err(e) => Some(Err(ApiError::from_store(e, r.group, r.plural, ""))),
-                Ok(event) => match watch::translate(&event, &query) {
-                    Ok(Some(e)) if e.kind == "DELETED" => {
-                        Some(from_value(e.object).map(Change::Deleted))
-                    }
-                    Ok(Some(e)) => Some(from_value(e.object).map(Change::Applied)),
-                    Ok(None) => None,
-                    Err(e) => Some(Err(e)),
-                },
+                Ok(WatchEvent::Put { kv, .. }) => {
+                    Some(typed(&kv, kv.mod_revision).map(Change::Applied))
+                }
+                Ok(WatchEvent::Delete { prev, revision }) => {
+                    Some(typed(&prev, revision).map(Change::Deleted))
+                }
             };
             futures::future::ready(out)
         }))

@@ -332,3 +332,45 @@ impl Reconcile for GarbageCollector {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(owners: &[&str]) -> Item {
+        Item {
+            kind: Kind::find("v1", "Pod").unwrap(),
+            namespace: Some("default".into()),
+            name: "p".into(),
+            owners: owners
+                .iter()
+                .map(|uid| OwnerReference {
+                    uid: (*uid).into(),
+                    ..OwnerReference::default()
+                })
+                .collect(),
+            finalizers: Vec::new(),
+            deleting: false,
+        }
+    }
+
+    #[test]
+    fn the_graph_tracks_dependents_through_updates_and_removals() {
+        let mut g = Graph::default();
+        g.put("pod-1".into(), item(&["rs-1"]));
+        g.put("pod-2".into(), item(&["rs-1", "rs-2"]));
+        let mut deps = g.dependents_of("rs-1");
+        deps.sort();
+        assert_eq!(deps, ["pod-1", "pod-2"]);
+        // Releasing pod-2 from rs-1 (an update) unlinks it.
+        g.put("pod-2".into(), item(&["rs-2"]));
+        assert_eq!(g.dependents_of("rs-1"), ["pod-1"]);
+        assert_eq!(g.dependents_of("rs-2"), ["pod-2"]);
+        g.remove("pod-1");
+        assert!(g.dependents_of("rs-1").is_empty());
+        assert!(
+            !g.dependents.contains_key("rs-1"),
+            "no empty sets left behind"
+        );
+    }
+}

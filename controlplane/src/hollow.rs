@@ -1,30 +1,30 @@
-//! A test double for the kubelet (until the kubelet issue lands, and kept as a double, not
-//! a product feature): registers nodes, heartbeats their Leases, marks the pods bound to
-//! them Running and Ready through the status API after a short delay, and confirms graceful
-//! deletions at once. One node can be silenced to play a lost node.
-#![allow(dead_code)]
+//! Hollow nodes: a stand-in for kubelets in tests and in `skiff bench control-plane` (as
+//! kubemark's hollow nodes), never used by the product. It registers nodes, heartbeats their
+//! Leases, marks the pods bound to them Running and Ready through the status API after a
+//! short delay, and confirms graceful deletions at once. A node can be silenced to play a
+//! lost node.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::apiserver::{Client, DeleteOptions};
+use crate::controllers::informer::{Event, Informer};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use serde_json::json;
-use skiff_controlplane::apiserver::{Client, DeleteOptions};
-use skiff_controlplane::controllers::informer::{Event, Informer};
-use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-/// The running agent.
-pub struct Agent {
+/// The running hollow nodes.
+pub struct HollowNodes {
     silenced: Arc<Mutex<HashSet<String>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-fn node(name: &str, cpu: &str, memory: &str) -> Node {
+/// A Ready node object with `cpu` and `memory` allocatable and room for 110 pods.
+pub fn node(name: &str, cpu: &str, memory: &str) -> Node {
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
         "status": {
@@ -37,7 +37,7 @@ fn node(name: &str, cpu: &str, memory: &str) -> Node {
             "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]
         }
     }))
-    .expect("node")
+    .unwrap_or_default()
 }
 
 async fn heartbeat(client: &Client, name: &str) {
@@ -67,28 +67,23 @@ async fn heartbeat(client: &Client, name: &str) {
     }
 }
 
-impl Agent {
+impl HollowNodes {
     /// Registers `nodes` (each with `cpu` and `memory`) and starts serving them.
-    pub fn start(
-        handle: &Handle,
+    pub async fn start(
         client: Client,
         nodes: &[&str],
         cpu: &str,
         memory: &str,
         ready_after: Duration,
-    ) -> Agent {
+    ) -> HollowNodes {
         let names: HashSet<String> = nodes.iter().map(|n| (*n).to_owned()).collect();
         let silenced = Arc::new(Mutex::new(HashSet::new()));
-        handle.block_on(async {
-            for name in &names {
-                client
-                    .create(&node(name, cpu, memory))
-                    .await
-                    .expect("register node");
-                heartbeat(&client, name).await;
+        for name in &names {
+            if let Err(e) = client.create(&node(name, cpu, memory)).await {
+                tracing::warn!(node = %name, error = %e, "hollow node not registered");
             }
-        });
-        let _guard = handle.enter();
+            heartbeat(&client, name).await;
+        }
         let mut tasks = Vec::new();
         let hb_client = client.clone();
         let hb_names = names.clone();
@@ -97,7 +92,11 @@ impl Agent {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 for name in &hb_names {
-                    if !hb_silenced.lock().unwrap().contains(name) {
+                    let silent = hb_silenced
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(name);
+                    if !silent {
                         heartbeat(&hb_client, name).await;
                     }
                 }
@@ -114,7 +113,8 @@ impl Agent {
             let Some(node) = new.spec.as_ref().and_then(|s| s.node_name.clone()) else {
                 return;
             };
-            if !names.contains(&node) || pod_silenced.lock().unwrap().contains(&node) {
+            let silent = pod_silenced.lock().unwrap_or_else(|p| p.into_inner()).contains(&node);
+            if !names.contains(&node) || silent {
                 return;
             }
             let ns = new.metadata.namespace.clone().unwrap_or_default();
@@ -129,7 +129,7 @@ impl Agent {
                 return;
             }
             let key = format!("{ns}/{name}/{}", new.metadata.uid.as_deref().unwrap_or(""));
-            if !started.lock().unwrap().insert(key) {
+            if !started.lock().unwrap_or_else(|p| p.into_inner()).insert(key) {
                 return;
             }
             let image = new.spec.as_ref().and_then(|s| s.containers.first()).and_then(|c| c.image.clone()).unwrap_or_default();
@@ -149,16 +149,19 @@ impl Agent {
             });
         });
         tasks.push(pods.spawn(client));
-        Agent { silenced, tasks }
+        HollowNodes { silenced, tasks }
     }
 
     /// Stops heartbeats and pod handling for `node` (a lost node).
     pub fn silence(&self, node: &str) {
-        self.silenced.lock().unwrap().insert(node.to_owned());
+        self.silenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_owned());
     }
 }
 
-impl Drop for Agent {
+impl Drop for HollowNodes {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
@@ -171,8 +174,8 @@ pub async fn pod_counts(client: &Client, ns: &str, labels: &str) -> (usize, usiz
     let pods = client
         .list::<Pod>(Some(ns), labels)
         .await
-        .expect("list pods")
-        .items;
+        .map(|l| l.items)
+        .unwrap_or_default();
     let active: Vec<&Pod> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -192,7 +195,12 @@ pub async fn pod_counts(client: &Client, ns: &str, labels: &str) -> (usize, usiz
 /// Images of a namespace's active pods, counted.
 pub async fn images(client: &Client, ns: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for p in client.list::<Pod>(Some(ns), "").await.expect("list").items {
+    let pods = client
+        .list::<Pod>(Some(ns), "")
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    for p in pods {
         if p.metadata.deletion_timestamp.is_some() {
             continue;
         }
