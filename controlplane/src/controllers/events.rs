@@ -1,17 +1,28 @@
 //! Events for `kubectl describe` (Scheduled, FailedScheduling, SuccessfulCreate,
-//! ScalingReplicaSet, Killing, …), written in the background so that a slow event write
-//! never holds up a reconcile.
+//! ScalingReplicaSet, Killing, …). As client-go's broadcaster: a recorder queues them and
+//! one background writer stores them a few at a time, so events never hold up a reconcile
+//! nor crowd out the writes that matter (bindings, scaling); when the queue is full an
+//! event is dropped, with a log line.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
 use crate::apiserver::{Client, Object};
+
+/// Events queued and not yet written, per recorder.
+const QUEUE: usize = 16_384;
+/// Event writes in flight at once.
+const WRITERS: usize = 8;
 
 /// Writes events as one component (`default-scheduler`, `replicaset-controller`, …).
 #[derive(Clone)]
 pub struct Recorder {
-    client: Client,
+    queue: mpsc::Sender<Event>,
     component: &'static str,
 }
 
@@ -85,9 +96,23 @@ pub fn event(
 }
 
 impl Recorder {
-    /// A recorder for `component`.
+    /// A recorder for `component`, with its writer task (it ends with the last clone).
     pub fn new(client: Client, component: &'static str) -> Recorder {
-        Recorder { client, component }
+        let (queue, events) = mpsc::channel::<Event>(QUEUE);
+        tokio::spawn(
+            ReceiverStream::new(events)
+                .map(move |event| {
+                    let client = client.clone();
+                    async move {
+                        if let Err(e) = client.create(&event).await {
+                            tracing::debug!(error = %e, "event not recorded");
+                        }
+                    }
+                })
+                .buffer_unordered(WRITERS)
+                .for_each(|()| async {}),
+        );
+        Recorder { queue, component }
     }
 
     /// Records an event about `object` in the background.
@@ -100,11 +125,12 @@ impl Recorder {
             self.component,
             Timestamp::now(),
         );
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            if let Err(e) = client.create(&event).await {
-                tracing::debug!(error = %e, "event not recorded");
-            }
-        });
+        if self.queue.try_send(event).is_err() {
+            tracing::info!(
+                component = self.component,
+                reason,
+                "event queue full; event dropped"
+            );
+        }
     }
 }
