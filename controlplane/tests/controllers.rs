@@ -292,6 +292,23 @@ fn garbage_collection(minor: u32) {
     let c = &env.cluster;
     let count = |e: &Env, ns: &str, labels: &str| e.block_on(pod_counts(&e.client, ns, labels));
 
+    // A ReplicationController keeps its replicas like a ReplicaSet.
+    let rc = "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: legacy}\nspec:\n  replicas: 2\n  template:\n    metadata: {labels: {app: legacy}}\n    spec:\n      containers: [{name: c, image: old:1}]\n";
+    c.ok(&["apply", "-f", &c.manifest("rc.yaml", rc)]);
+    env.wait("2 legacy pods", 30, |e| {
+        count(e, "default", "app=legacy") == (2, 2)
+    });
+    c.ok(&["scale", "rc", "legacy", "--replicas=1"]);
+    env.wait("1 legacy pod", 30, |e| {
+        count(e, "default", "app=legacy") == (1, 1)
+    });
+    let t = c.ok(&["get", "rc", "legacy", "-o", "wide"]);
+    assert!(t.contains("app=legacy"), "selector column: {t}");
+    c.ok(&["delete", "rc", "legacy"]);
+    env.wait("legacy pods collected", 30, |e| {
+        count(e, "default", "app=legacy").0 == 0
+    });
+
     // Background (kubectl's default): the ReplicaSet and pods follow the Deployment.
     c.ok(&["apply", "-f", &c.manifest("bg.yaml", &deployment("bg", 3))]);
     env.wait("3 bg pods", 30, |e| count(e, "default", "app=bg") == (3, 3));

@@ -200,7 +200,7 @@ fn initial_status(kind: &str, object: &Value) -> Option<Value> {
     match kind {
         "Pod" => Some(json!({"phase": "Pending", "qosClass": qos_class(object)})),
         "Service" => Some(json!({"loadBalancer": {}})),
-        "Deployment" | "ReplicaSet" | "StatefulSet" => Some(json!({})),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController" => Some(json!({})),
         _ => None,
     }
 }

@@ -96,6 +96,23 @@ pub fn apply(kind: &str, object: &mut Value) {
                 template_spec(spec);
             }
         }
+        "ReplicationController" => {
+            // The selector and labels default to the template's labels.
+            let labels = object
+                .get("spec")
+                .and_then(|s| s.pointer("/template/metadata/labels"))
+                .cloned();
+            if let Some(spec) = child(object, "spec") {
+                default(spec, "replicas", json!(1));
+                if let Some(labels) = &labels {
+                    default(spec, "selector", labels.clone());
+                }
+                template_spec(spec);
+            }
+            if let (Some(labels), Some(meta)) = (labels, child(object, "metadata")) {
+                default(meta, "labels", labels);
+            }
+        }
         "ReplicaSet" => {
             if let Some(spec) = child(object, "spec") {
                 default(spec, "replicas", json!(1));

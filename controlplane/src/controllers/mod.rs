@@ -111,6 +111,7 @@ pub struct Informers {
     pub secrets: Informer<core::Secret>,
     pub serviceaccounts: Informer<core::ServiceAccount>,
     pub replicasets: Informer<apps::ReplicaSet>,
+    pub replicationcontrollers: Informer<core::ReplicationController>,
     pub deployments: Informer<apps::Deployment>,
     pub statefulsets: Informer<apps::StatefulSet>,
     pub endpointslices: Informer<k8s_openapi::api::discovery::v1::EndpointSlice>,
@@ -129,6 +130,7 @@ impl Informers {
             secrets: Informer::new(),
             serviceaccounts: Informer::new(),
             replicasets: Informer::new(),
+            replicationcontrollers: Informer::new(),
             deployments: Informer::new(),
             statefulsets: Informer::new(),
             endpointslices: Informer::new(),
@@ -156,6 +158,7 @@ impl Informers {
         gc.watch(&self.secrets);
         gc.watch(&self.serviceaccounts);
         gc.watch(&self.replicasets);
+        gc.watch(&self.replicationcontrollers);
         gc.watch(&self.deployments);
         gc.watch(&self.statefulsets);
         gc.watch(&self.endpointslices);
@@ -173,6 +176,7 @@ impl Informers {
             self.secrets.spawn(client.clone()),
             self.serviceaccounts.spawn(client.clone()),
             self.replicasets.spawn(client.clone()),
+            self.replicationcontrollers.spawn(client.clone()),
             self.deployments.spawn(client.clone()),
             self.statefulsets.spawn(client.clone()),
             self.endpointslices.spawn(client.clone()),
@@ -203,6 +207,13 @@ impl ControllerManager {
             &informers.replicasets,
         );
         tasks.extend(run_workers(rs, queue.clone(), config.workers));
+        queues.push(queue);
+        let (rc, queue) = replicaset::ReplicaSetController::new(
+            client.clone(),
+            &informers.pods,
+            &informers.replicationcontrollers,
+        );
+        tasks.extend(run_workers(rc, queue.clone(), config.workers));
         queues.push(queue);
         let (deploy, queue) = deployment::DeploymentController::new(
             client.clone(),

@@ -1,4 +1,5 @@
-//! The ReplicaSet controller: as many active pods as `spec.replicas`, owned through a
+//! The ReplicaSet (and ReplicationController) controller: as many active pods as
+//! `spec.replicas`, owned through a
 //! controller reference; orphans that match the selector are adopted and owned pods that
 //! stop matching are released; surplus pods go in kube-controller-manager's order
 //! (unscheduled, pending, not ready, newest first); status counts replicas, ready and
@@ -10,9 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::{
+    Pod, ReplicationController, ReplicationControllerSpec, ReplicationControllerStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use serde_json::json;
 
 use super::Reconcile;
@@ -24,7 +27,80 @@ use super::meta::{
     namespace, selects, uid,
 };
 use super::queue::Queue;
-use crate::apiserver::{ApiError, Client, DeleteOptions};
+use crate::apiserver::{ApiError, Client, DeleteOptions, Object};
+
+/// A kind this controller manages: a ReplicaSet, or a ReplicationController seen as one.
+pub trait Replicated: Object {
+    /// The recorder's component name.
+    const COMPONENT: &'static str;
+    /// The object as a ReplicaSet (same metadata, selector, template, replicas, status).
+    fn as_replica_set(&self) -> ReplicaSet;
+    /// The object with `status` (from the ReplicaSet view).
+    fn with_status(&self, status: ReplicaSetStatus) -> Self;
+}
+
+impl Replicated for ReplicaSet {
+    const COMPONENT: &'static str = "replicaset-controller";
+
+    fn as_replica_set(&self) -> ReplicaSet {
+        self.clone()
+    }
+
+    fn with_status(&self, status: ReplicaSetStatus) -> Self {
+        ReplicaSet {
+            status: Some(status),
+            ..self.clone()
+        }
+    }
+}
+
+impl Replicated for ReplicationController {
+    const COMPONENT: &'static str = "replication-controller";
+
+    fn as_replica_set(&self) -> ReplicaSet {
+        let spec = self.spec.clone().unwrap_or_default();
+        let status = self.status.clone();
+        ReplicaSet {
+            metadata: self.metadata.clone(),
+            spec: Some(ReplicaSetSpec {
+                replicas: spec.replicas,
+                min_ready_seconds: spec.min_ready_seconds,
+                selector: LabelSelector {
+                    match_labels: spec.selector,
+                    match_expressions: None,
+                },
+                template: spec.template,
+            }),
+            status: status.map(|s| ReplicaSetStatus {
+                replicas: s.replicas,
+                fully_labeled_replicas: s.fully_labeled_replicas,
+                ready_replicas: s.ready_replicas,
+                available_replicas: s.available_replicas,
+                observed_generation: s.observed_generation,
+                ..ReplicaSetStatus::default()
+            }),
+        }
+    }
+
+    fn with_status(&self, status: ReplicaSetStatus) -> Self {
+        let conditions = self.status.as_ref().and_then(|s| s.conditions.clone());
+        ReplicationController {
+            status: Some(ReplicationControllerStatus {
+                replicas: status.replicas,
+                fully_labeled_replicas: status.fully_labeled_replicas,
+                ready_replicas: status.ready_replicas,
+                available_replicas: status.available_replicas,
+                observed_generation: status.observed_generation,
+                conditions,
+            }),
+            spec: self
+                .spec
+                .clone()
+                .or_else(|| Some(ReplicationControllerSpec::default())),
+            metadata: self.metadata.clone(),
+        }
+    }
+}
 
 /// At most this many pods are created or deleted per reconcile.
 const BURST: usize = 500;
@@ -173,8 +249,8 @@ pub fn status(
     (status, again)
 }
 
-/// A new pod from the set's template.
-pub fn new_pod(rs: &ReplicaSet) -> Pod {
+/// A new pod from the set's template, controlled by `owner`.
+pub fn new_pod(rs: &ReplicaSet, owner: OwnerReference) -> Pod {
     let template = rs
         .spec
         .as_ref()
@@ -187,7 +263,7 @@ pub fn new_pod(rs: &ReplicaSet) -> Pod {
             namespace: Some(namespace(rs).to_owned()),
             labels: meta.labels,
             annotations: meta.annotations,
-            owner_references: Some(vec![controller_ref(rs)]),
+            owner_references: Some(vec![owner]),
             finalizers: meta.finalizers,
             ..ObjectMeta::default()
         },
@@ -196,24 +272,20 @@ pub fn new_pod(rs: &ReplicaSet) -> Pod {
     }
 }
 
-/// The controller: informers, queue, expectations.
-pub struct ReplicaSetController {
+/// The controller of one kind: informers, queue, expectations.
+pub struct ReplicaSetController<K: Replicated> {
     client: Client,
     pods: Informer<Pod>,
-    sets: Informer<ReplicaSet>,
+    sets: Informer<K>,
     expectations: Expectations,
     events: Recorder,
 }
 
-impl ReplicaSetController {
+impl<K: Replicated> ReplicaSetController<K> {
     /// Wires the controller to the informers; returns it and its queue.
-    pub fn new(
-        client: Client,
-        pods: &Informer<Pod>,
-        sets: &Informer<ReplicaSet>,
-    ) -> (Arc<Self>, Queue) {
+    pub fn new(client: Client, pods: &Informer<Pod>, sets: &Informer<K>) -> (Arc<Self>, Queue) {
         let controller = Arc::new(ReplicaSetController {
-            events: Recorder::new(client.clone(), "replicaset-controller"),
+            events: Recorder::new(client.clone(), K::COMPONENT),
             client,
             pods: pods.clone(),
             sets: sets.clone(),
@@ -239,19 +311,20 @@ impl ReplicaSetController {
     fn owners_of(&self, pod: &Pod) -> Vec<String> {
         let ns = namespace(pod);
         match controller_of(&pod.metadata) {
-            Some(owner) if owner.kind == "ReplicaSet" => vec![format!("{ns}/{}", owner.name)],
+            Some(owner) if owner.kind == K::KIND => vec![format!("{ns}/{}", owner.name)],
             Some(_) => Vec::new(),
             None => self
                 .sets
                 .list_namespace(ns)
                 .into_iter()
+                .map(|owner| owner.as_replica_set())
                 .filter(|rs| {
                     rs.spec.as_ref().is_some_and(|s| {
                         !is_empty_selector(&s.selector)
                             && selects(&s.selector, pod.metadata.labels.as_ref())
                     })
                 })
-                .map(|rs| key_of(rs.as_ref()))
+                .map(|rs| key_of(&rs))
                 .collect(),
         }
     }
@@ -301,8 +374,9 @@ impl ReplicaSetController {
         }
     }
 
-    async fn create_pods(&self, key: &str, rs: &ReplicaSet, count: usize) -> Result<(), ApiError> {
-        let template = new_pod(rs);
+    async fn create_pods(&self, key: &str, owner: &K, count: usize) -> Result<(), ApiError> {
+        let template = new_pod(&owner.as_replica_set(), controller_ref(owner));
+        let rs = owner;
         // Slow start: 1, 2, 4, … at once, so that a failing template fails fast.
         let mut done = 0;
         let mut batch = 1;
@@ -343,12 +417,7 @@ impl ReplicaSetController {
         Ok(())
     }
 
-    async fn delete_pods(
-        &self,
-        key: &str,
-        rs: &ReplicaSet,
-        victims: &[Arc<Pod>],
-    ) -> Result<(), ApiError> {
+    async fn delete_pods(&self, key: &str, rs: &K, victims: &[Arc<Pod>]) -> Result<(), ApiError> {
         let results = futures::future::join_all(victims.iter().map(|pod| {
             let options = DeleteOptions {
                 uid: pod.metadata.uid.clone(),
@@ -382,22 +451,23 @@ impl ReplicaSetController {
 }
 
 #[async_trait]
-impl Reconcile for ReplicaSetController {
+impl<K: Replicated> Reconcile for ReplicaSetController<K> {
     fn name(&self) -> &'static str {
-        "replicaset"
+        K::COMPONENT
     }
 
     async fn reconcile(&self, key: &str) -> Result<Option<Duration>, ApiError> {
-        let Some(rs) = self.sets.get(key) else {
+        let Some(owner) = self.sets.get(key) else {
             self.expectations.forget(key);
             return Ok(None);
         };
+        let rs = Arc::new(owner.as_replica_set());
         let (ns, _) = split_key(key);
         let pods = self.pods.list_namespace(ns.unwrap_or(""));
         let plan = plan(&rs, &pods);
         for pod in &plan.adopt {
             let mut owners: Vec<_> = pod.metadata.owner_references.clone().unwrap_or_default();
-            owners.push(controller_ref(rs.as_ref()));
+            owners.push(controller_ref(owner.as_ref()));
             self.set_owner(pod, json!(owners)).await?;
         }
         for pod in &plan.release {
@@ -414,18 +484,18 @@ impl Reconcile for ReplicaSetController {
         if self.expectations.satisfied(key) {
             if plan.create > 0 {
                 self.expectations.expect(key, plan.create, []);
-                self.create_pods(key, &rs, plan.create).await?;
+                self.create_pods(key, &owner, plan.create).await?;
             } else if !plan.delete.is_empty() {
                 self.expectations
                     .expect(key, 0, plan.delete.iter().map(|p| key_of(p.as_ref())));
-                self.delete_pods(key, &rs, &plan.delete).await?;
+                self.delete_pods(key, &owner, &plan.delete).await?;
             }
         }
         let (status, again) = status(&rs, &plan.active, Timestamp::now());
         if rs.status.as_ref() != Some(&status) {
-            let mut next = (*rs).clone();
-            next.status = Some(status);
-            self.client.replace_status(&next).await?;
+            self.client
+                .replace_status(&owner.with_status(status))
+                .await?;
         }
         Ok(again)
     }
@@ -560,7 +630,8 @@ mod tests {
 
     #[test]
     fn new_pods_carry_the_template_and_a_controller_reference() {
-        let p = new_pod(&rs(1));
+        let set = rs(1);
+        let p = new_pod(&set, controller_ref(&set));
         assert_eq!(p.metadata.generate_name.as_deref(), Some("web-abc-"));
         assert_eq!(p.metadata.labels.unwrap()["app"], "web");
         let owner = &p.metadata.owner_references.unwrap()[0];

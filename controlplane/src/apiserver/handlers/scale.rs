@@ -13,11 +13,13 @@ use super::read::load;
 use super::write::guaranteed_update;
 use super::{AppState, json};
 
-/// `app=web,tier=x` from `spec.selector.matchLabels`.
+/// `app=web,tier=x` from `spec.selector.matchLabels` (or a ReplicationController's plain map).
 fn selector_string(object: &Value) -> String {
-    object
-        .pointer("/spec/selector/matchLabels")
+    let selector = object.pointer("/spec/selector");
+    selector
+        .and_then(|s| s.get("matchLabels").or(Some(s)))
         .and_then(Value::as_object)
+        .filter(|m| !m.contains_key("matchExpressions"))
         .map(|m| {
             m.iter()
                 .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))

@@ -73,6 +73,8 @@ fn label_selector(selector: Option<&Value>) -> String {
     let Some(selector) = selector else {
         return "<none>".into();
     };
+    let selector = as_label_selector(selector);
+    let selector = selector.as_ref();
     let mut parts = vec![map_pairs(selector.get("matchLabels"))];
     for expr in items(selector, &["matchExpressions"]) {
         let key = text(expr, &["key"]);
@@ -216,6 +218,17 @@ fn replicaset_cells(rs: &Value, now: Timestamp) -> Vec<Value> {
         json!(images),
         json!(label_selector(walk(rs, &["spec", "selector"]))),
     ]
+}
+
+/// A ReplicationController's selector is a plain map; a ReplicaSet's a LabelSelector.
+fn as_label_selector(selector: &Value) -> std::borrow::Cow<'_, Value> {
+    let structured =
+        selector.get("matchLabels").is_some() || selector.get("matchExpressions").is_some();
+    if structured || !selector.is_object() {
+        std::borrow::Cow::Borrowed(selector)
+    } else {
+        std::borrow::Cow::Owned(json!({"matchLabels": selector}))
+    }
 }
 
 /// ReplicaSets: NAME DESIRED CURRENT READY AGE, wide CONTAINERS IMAGES SELECTOR.
