@@ -11,6 +11,7 @@ mod error;
 mod handlers;
 mod openapi;
 mod patch;
+mod protobuf;
 mod registry;
 mod request;
 mod selector;

@@ -4,6 +4,7 @@
 use axum::http::{HeaderMap, Method, header};
 use serde_json::Value;
 
+use super::protobuf;
 use super::registry::{self, ResourceType, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -250,6 +251,8 @@ pub fn decode_body(media: &str, body: &[u8]) -> Result<Value, ApiError> {
             .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}"))),
         "application/yaml" | "application/apply-patch+yaml" => serde_norway::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}"))),
+        protobuf::MEDIA_TYPE => protobuf::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf body: {e}"))),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -443,7 +446,15 @@ mod tests {
         let err = parse(&Method::POST, "/api/v1/namespaces", "", &yaml, b"kind: [\n").unwrap_err();
         assert_eq!(err.code, 400);
         let pb = headers(&[(header::CONTENT_TYPE, "application/vnd.kubernetes.protobuf")]);
-        let err = parse(&Method::POST, "/api/v1/namespaces", "", &pb, b"k8s\0").unwrap_err();
+        let err = parse(&Method::POST, "/api/v1/namespaces", "", &pb, b"k8s\0\x0a").unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(
+            err.message.starts_with("error decoding protobuf body"),
+            "{}",
+            err.message
+        );
+        let cbor = headers(&[(header::CONTENT_TYPE, "application/cbor")]);
+        let err = parse(&Method::POST, "/api/v1/namespaces", "", &cbor, b"\xa0").unwrap_err();
         assert_eq!(err.code, 415);
         let merge = headers(&[(header::CONTENT_TYPE, "application/merge-patch+json")]);
         let route = parse(
