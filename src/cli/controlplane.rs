@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use skiff_controlplane::apiserver::{self, ApiServerConfig};
+use skiff_controlplane::apiserver::{self, ApiServerConfig, PortRange, ServiceCidr};
 
 /// Options of `skiff apiserver`.
 #[derive(Debug, Args)]
@@ -22,6 +22,12 @@ pub struct ApiServerArgs {
     /// Extra DNS name or IP for the serving certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    /// The range Service ClusterIPs come from; the `kubernetes` Service gets its first IP.
+    #[arg(long, default_value = "10.96.0.0/12", value_parser = ServiceCidr::parse)]
+    pub service_cidr: ServiceCidr,
+    /// The range NodePorts come from.
+    #[arg(long, default_value = "30000-32767", value_parser = PortRange::parse)]
+    pub service_node_port_range: PortRange,
 }
 
 pub async fn run(args: ApiServerArgs) -> Result<()> {
@@ -29,6 +35,8 @@ pub async fn run(args: ApiServerArgs) -> Result<()> {
     config.listen = args.listen;
     config.etcd = args.etcd;
     config.extra_sans = args.tls_san;
+    config.service_cidr = args.service_cidr;
+    config.node_ports = args.service_node_port_range;
     let server = apiserver::start(config)
         .await
         .context("starting the API server")?;

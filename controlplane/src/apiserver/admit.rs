@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use super::defaults;
 use super::registry::{ResourceType, Subresource};
 use super::request::{FieldValidation, WriteOptions};
+use super::services;
 use super::status::ApiError;
 use super::validate::{self, name_rule};
 
@@ -279,7 +280,11 @@ pub fn prepare_update(
         return Ok((next, expected));
     }
     validate(resource, &object)?;
-    Ok((merge_system_fields(resource, old, object), expected))
+    let mut next = merge_system_fields(resource, old, object);
+    if resource.kind == "Service" {
+        services::keep_allocated(old, &mut next)?;
+    }
+    Ok((next, expected))
 }
 
 /// Keeps what clients cannot change through the main resource: identity, creation time,

@@ -15,6 +15,7 @@ mod protobuf;
 mod registry;
 mod request;
 mod selector;
+mod services;
 mod status;
 mod strategic;
 mod table;
@@ -40,6 +41,7 @@ use tokio::task::JoinHandle;
 
 pub use error::ApiServerError;
 pub use handlers::AppState;
+pub use services::{PortRange, ServiceAllocator, ServiceCidr};
 pub use status::ApiError;
 
 use crate::store::{EmbeddedStore, EtcdStore, Store, StoreError};
@@ -62,10 +64,15 @@ pub struct ApiServerConfig {
     pub bookmark_interval: Duration,
     /// The largest accepted request body.
     pub max_body_bytes: usize,
+    /// The range ClusterIPs come from (`--service-cidr`).
+    pub service_cidr: ServiceCidr,
+    /// The range NodePorts come from (`--service-node-port-range`).
+    pub node_ports: PortRange,
 }
 
 impl ApiServerConfig {
-    /// Defaults: 127.0.0.1:6443, embedded store, 60 s bookmarks, 3 MiB bodies.
+    /// Defaults: 127.0.0.1:6443, embedded store, 60 s bookmarks, 3 MiB bodies, Services
+    /// in 10.96.0.0/12 with node ports 30000-32767.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ApiServerConfig {
             data_dir: data_dir.into(),
@@ -74,6 +81,8 @@ impl ApiServerConfig {
             extra_sans: Vec::new(),
             bookmark_interval: Duration::from_secs(60),
             max_body_bytes: 3 * 1024 * 1024,
+            service_cidr: ServiceCidr::parse("10.96.0.0/12").expect("the default CIDR parses"),
+            node_ports: PortRange::default(),
         }
     }
 }
@@ -181,10 +190,19 @@ pub async fn start_with_store(
         addr
     };
     let kubeconfig = tls::write_kubeconfig(&config.data_dir, &format!("https://{host}"), &pki)?;
+    let services = Arc::new(ServiceAllocator::new(
+        config.service_cidr,
+        config.node_ports,
+    ));
+    services
+        .ensure_kubernetes_service(store.as_ref(), host)
+        .await
+        .map_err(|e| ApiServerError::Bootstrap(e.message))?;
     let state = AppState {
         store,
         bookmark_interval: config.bookmark_interval,
         max_body_bytes: config.max_body_bytes,
+        services,
     };
     let app = router(state, Arc::from(pki.token.as_str()));
     let handle = Handle::new();

@@ -248,9 +248,11 @@ impl Cluster {
         content_type: &str,
         body: &[u8],
     ) -> Reply {
-        let ca = self.dir.path().join("ca.pem");
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ca = self.dir.path().join(format!("ca-{seq}.pem"));
         std::fs::write(&ca, &self.server().ca_pem).expect("write CA");
-        let body_file = self.dir.path().join("curl-body");
+        let body_file = self.dir.path().join(format!("curl-body-{seq}"));
         std::fs::write(&body_file, body).expect("write body");
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "--cacert"])

@@ -3,6 +3,7 @@
 
 mod read;
 mod scale;
+mod service;
 mod write;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use serde_json::Value;
 use super::discovery::{self, Format};
 use super::registry::Subresource;
 use super::request::{self, Command, Route, Target};
+use super::services::ServiceAllocator;
 use super::status::ApiError;
 use super::watch;
 use crate::store::Store;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub bookmark_interval: Duration,
     /// The largest accepted request body.
     pub max_body_bytes: usize,
+    /// ClusterIP and NodePort allocation.
+    pub services: Arc<ServiceAllocator>,
 }
 
 /// A JSON response with `code`.
@@ -111,10 +115,16 @@ async fn run(state: &AppState, command: Command, table: bool) -> Result<Response
         Command::Create(target, body, opts) => write::create(state, &target, body, &opts).await,
         Command::Update(target, body, opts) => match target.subresource {
             Some(Subresource::Scale) => scale::update(state, &target, body, &opts).await,
+            None if service::is_service(&target) => {
+                service::update(state, &target, body, &opts).await
+            }
             _ => write::update(state, &target, body, &opts).await,
         },
         Command::Patch(target, patch, opts) => match target.subresource {
             Some(Subresource::Scale) => scale::patch(state, &target, &patch, &opts).await,
+            None if service::is_service(&target) => {
+                service::patch(state, &target, &patch, &opts).await
+            }
             _ => write::patch(state, &target, &patch, &opts).await,
         },
         Command::Delete(target, options, opts) => {

@@ -12,7 +12,7 @@ use super::super::registry::{self, Subresource};
 use super::super::request::{DeleteOptions, Patch, Target, WriteOptions};
 use super::super::status::ApiError;
 use super::read::load;
-use super::{AppState, json, name_of};
+use super::{AppState, json, name_of, service};
 use crate::store::StoreError;
 
 fn encode(object: &Value) -> Result<Vec<u8>, ApiError> {
@@ -48,11 +48,15 @@ pub(super) async fn create(
     if opts.dry_run {
         return Ok(json(StatusCode::CREATED, &object));
     }
-    let kv = state
+    let reserved = service::reserve(state, r, &mut object).await?;
+    let created = state
         .store
         .create(&r.key(ns, &name), encode(&object)?)
-        .await
-        .map_err(|e| ApiError::from_store(e, r.group, r.plural, &name))?;
+        .await;
+    if created.is_err() {
+        service::release(state, reserved).await;
+    }
+    let kv = created.map_err(|e| ApiError::from_store(e, r.group, r.plural, &name))?;
     set_resource_version(&mut object, kv.mod_revision);
     Ok(json(StatusCode::CREATED, &object))
 }
@@ -162,6 +166,7 @@ pub(super) async fn delete(
             .delete(&key, Some(revision))
             .await
             .map_err(|e| ApiError::from_store(e, r.group, r.plural, name))?;
+        service::deleted(state, r, &object).await;
     }
     Ok(json(StatusCode::OK, &object))
 }
