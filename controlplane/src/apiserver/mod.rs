@@ -9,6 +9,7 @@ mod defaults;
 mod discovery;
 mod error;
 mod handlers;
+mod managed;
 mod openapi;
 mod patch;
 mod protobuf;

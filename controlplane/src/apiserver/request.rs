@@ -58,6 +58,10 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldValidation`.
     pub validation: FieldValidation,
+    /// `fieldManager`, or the User-Agent's program name (as Kubernetes derives it).
+    pub field_manager: Option<String>,
+    /// `force=true` of a server-side apply.
+    pub force: bool,
 }
 
 /// A patch body by its content type.
@@ -69,6 +73,8 @@ pub enum Patch {
     Json(Value),
     /// `application/strategic-merge-patch+json`.
     Strategic(Value),
+    /// `application/apply-patch+yaml`: server-side apply of this configuration.
+    Apply(Value),
 }
 
 /// Preconditions and options of a delete.
@@ -153,6 +159,15 @@ fn parse_params(query: &str) -> Result<Params, ApiError> {
             "fieldValidation" if value.eq_ignore_ascii_case("strict") => {
                 p.write.validation = FieldValidation::Strict
             }
+            "fieldManager" if !value.is_empty() => {
+                if value.len() > 128 {
+                    return Err(ApiError::bad_request(
+                        "fieldManager: Too long: may not be more than 128 bytes",
+                    ));
+                }
+                p.write.field_manager = Some(value)
+            }
+            "force" => p.write.force = value == "true" || value == "1",
             _ => {}
         }
     }
@@ -274,6 +289,10 @@ fn patch_body(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
         "application/merge-patch+json" => Ok(Patch::Merge(value)),
         "application/json-patch+json" => Ok(Patch::Json(value)),
         "application/strategic-merge-patch+json" => Ok(Patch::Strategic(value)),
+        "application/apply-patch+yaml" if value.is_object() => Ok(Patch::Apply(value)),
+        "application/apply-patch+yaml" => Err(ApiError::bad_request(
+            "the applied configuration must be an object",
+        )),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -310,7 +329,15 @@ pub fn parse(
         Err(route) if *method == Method::GET => return Ok(route),
         Err(_) => return Err(ApiError::method_not_allowed(method.as_str(), path)),
     };
-    let params = parse_params(query)?;
+    let mut params = parse_params(query)?;
+    if params.write.field_manager.is_none() {
+        // Kubernetes names the manager after the client program: `kubectl/v1.33 …` → kubectl.
+        let agent = header_str(headers, header::USER_AGENT);
+        let program = agent.split('/').next().unwrap_or("").trim();
+        if !program.is_empty() {
+            params.write.field_manager = Some(program.chars().take(128).collect());
+        }
+    }
     let table = wants_table(headers);
     let one = target.name.is_some();
     let command = match (method.clone(), one) {

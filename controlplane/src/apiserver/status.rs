@@ -98,6 +98,15 @@ impl ApiError {
         .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
+    /// 409 of a server-side apply that would change fields other managers own.
+    pub fn apply_conflict(message: String, causes: Vec<Cause>) -> Self {
+        let causes: Vec<Value> = causes
+            .iter()
+            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+            .collect();
+        ApiError::new(409, "Conflict", message).with_details(json!({"causes": causes}))
+    }
+
     /// 422 with one cause per invalid field: `Pod "A" is invalid: metadata.name: ...`.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let summary: Vec<String> = causes

@@ -1,6 +1,7 @@
 //! Applying parsed requests: reads the body (with its size limit), parses it into a
 //! `Route`, runs the command against the store, and renders JSON, a Table, or a Status.
 
+mod apply;
 mod read;
 mod scale;
 mod service;
@@ -17,7 +18,7 @@ use serde_json::Value;
 
 use super::discovery::{self, Format};
 use super::registry::Subresource;
-use super::request::{self, Command, Route, Target};
+use super::request::{self, Command, Patch, Route, Target};
 use super::services::ServiceAllocator;
 use super::status::ApiError;
 use super::watch;
@@ -120,6 +121,9 @@ async fn run(state: &AppState, command: Command, table: bool) -> Result<Response
             }
             _ => write::update(state, &target, body, &opts).await,
         },
+        Command::Patch(target, Patch::Apply(config), opts) if target.subresource.is_none() => {
+            apply::apply(state, &target, &config, &opts).await
+        }
         Command::Patch(target, patch, opts) => match target.subresource {
             Some(Subresource::Scale) => scale::patch(state, &target, &patch, &opts).await,
             None if service::is_service(&target) => {

@@ -86,7 +86,7 @@ pub(super) async fn patch(
 /// The update as the generic path does it, with node ports claimed for the new object
 /// before it is stored (a taken explicit port is a 422 and nothing is written), and
 /// ports it no longer uses released after.
-async fn write<F>(
+pub(super) async fn write<F>(
     state: &AppState,
     target: &Target,
     opts: &WriteOptions,
