@@ -67,7 +67,14 @@ spec:
 "#;
 
 fn deployment(c: &Cluster) -> Value {
-    let out = c.ok(&["get", "deploy", "web", "-o", "json", "--show-managed-fields"]);
+    let out = c.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]);
     serde_json::from_str(&out).expect("json")
 }
 

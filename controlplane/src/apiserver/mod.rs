@@ -5,11 +5,13 @@
 
 mod admit;
 mod auth;
+mod authz;
 mod defaults;
 mod discovery;
 mod error;
 mod handlers;
 mod managed;
+mod nodetoken;
 mod openapi;
 mod patch;
 mod protobuf;
@@ -31,9 +33,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Path;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use jiff::Timestamp;
@@ -205,7 +208,11 @@ pub async fn start_with_store(
         max_body_bytes: config.max_body_bytes,
         services,
     };
-    let app = router(state, Arc::from(pki.token.as_str()));
+    let auth = auth::Authenticator {
+        admin_token: Arc::from(pki.token.as_str()),
+        store: state.store.clone(),
+    };
+    let app = router(state, auth);
     let handle = Handle::new();
     let server = axum_server::from_tcp_rustls(listener, tls_config)
         .map_err(|source| ApiServerError::Bind { addr, source })?
@@ -228,7 +235,7 @@ pub async fn start_with_store(
 }
 
 /// The routes: fixed endpoints, then everything under `/api` and `/apis` via the parser.
-pub fn router(state: AppState, token: Arc<str>) -> Router {
+fn router(state: AppState, auth: auth::Authenticator) -> Router {
     Router::new()
         .route("/version", get(version))
         .route("/healthz", get(ok))
@@ -236,10 +243,11 @@ pub fn router(state: AppState, token: Arc<str>) -> Router {
         .route("/readyz", get(ok))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*rest}", get(openapi_doc))
+        .route("/skiff/v1/nodes/{name}/token", post(mint_node_token))
         .fallback(handlers::handle)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
-            token,
+            auth,
             auth::require_token,
         ))
 }
@@ -261,6 +269,31 @@ pub fn version_info() -> Value {
 
 async fn version() -> Response {
     handlers::json(StatusCode::OK, &version_info())
+}
+
+/// Mints a bearer token for node `name` (admin only): `{"token": …}`. The kubelet join
+/// hands it to the node.
+async fn mint_node_token(
+    State(state): State<AppState>,
+    Extension(identity): Extension<authz::Identity>,
+    Path(name): Path<String>,
+) -> Response {
+    if identity != authz::Identity::Admin {
+        let why = format!("User \"{}\" cannot create node tokens", identity.user());
+        return ApiError::forbidden("", "nodes", Some(&name), &why).into_response();
+    }
+    match nodetoken::mint(state.store.as_ref(), &name).await {
+        Ok(token) => handlers::json(
+            StatusCode::CREATED,
+            &json!({"kind": "NodeToken", "node": name, "user": format!("system:node:{name}"), "token": token}),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Mints a node token in process (tests, and a control plane that joins its own node).
+pub async fn mint_node_token_in(store: &dyn Store, node: &str) -> Result<String, ApiError> {
+    nodetoken::mint(store, node).await
 }
 
 async fn ok() -> &'static str {

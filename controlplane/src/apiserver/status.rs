@@ -141,6 +141,16 @@ impl ApiError {
         ApiError::new(401, "Unauthorized", "Unauthorized")
     }
 
+    /// 403: `pods "x" is forbidden: User … cannot get resource "pods" …`.
+    pub fn forbidden(group: &str, plural: &str, name: Option<&str>, why: &str) -> Self {
+        let what = match name {
+            Some(name) => format!("{} \"{name}\"", qualified(group, plural)),
+            None => qualified(group, plural),
+        };
+        ApiError::new(403, "Forbidden", format!("{what} is forbidden: {why}"))
+            .with_details(json!({"name": name.unwrap_or(""), "group": group, "kind": plural}))
+    }
+
     /// 405 for a verb the resource does not support.
     pub fn method_not_allowed(method: &str, what: &str) -> Self {
         ApiError::new(

@@ -16,6 +16,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::authz::{self, Decision, Identity};
 use super::discovery::{self, Format};
 use super::registry::Subresource;
 use super::request::{self, Command, Patch, Route, Target};
@@ -73,8 +74,12 @@ async fn handle_inner(state: &AppState, request: Request) -> Result<Response, Ap
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let identity = parts.extensions.get::<Identity>().cloned();
     match route {
-        Route::Command(command, table) => run(state, command, table).await,
+        Route::Command(command, table) => {
+            authorize(state, identity.as_ref(), &command).await?;
+            run(state, command, table).await
+        }
         Route::CoreVersions | Route::Groups => {
             let format = Format::negotiate(accept);
             let core = matches!(route, Route::CoreVersions);
@@ -91,6 +96,40 @@ async fn handle_inner(state: &AppState, request: Request) -> Result<Response, Ap
         Route::Resources(group, version) => discovery::resource_list(&group, &version)
             .map(|doc| json(StatusCode::OK, &doc))
             .ok_or_else(|| ApiError::no_route(path)),
+    }
+}
+
+/// Lets the command through, or answers 403 (see `authz.rs`).
+async fn authorize(
+    state: &AppState,
+    identity: Option<&Identity>,
+    command: &Command,
+) -> Result<(), ApiError> {
+    let node = match identity {
+        Some(Identity::Admin) => return Ok(()),
+        Some(Identity::Node(node)) => node,
+        None => return Err(ApiError::unauthorized()),
+    };
+    match authz::decide(node, command) {
+        Decision::Allow => Ok(()),
+        Decision::Deny(err) => Err(err),
+        Decision::PodOf(err) => {
+            let target = match command {
+                Command::Get(t)
+                | Command::Delete(t, ..)
+                | Command::Update(t, ..)
+                | Command::Patch(t, ..) => t,
+                _ => return Err(err),
+            };
+            let pod = Target {
+                subresource: None,
+                ..target.clone()
+            };
+            match read::load(state, &pod).await {
+                Ok((object, _)) if authz::bound_to(&object, node) => Ok(()),
+                _ => Err(err),
+            }
+        }
     }
 }
 
