@@ -11,6 +11,7 @@ mod discovery;
 mod error;
 mod handlers;
 mod managed;
+mod metrics;
 mod nodetoken;
 mod openapi;
 mod patch;
@@ -207,6 +208,7 @@ pub async fn start_with_store(
         bookmark_interval: config.bookmark_interval,
         max_body_bytes: config.max_body_bytes,
         services,
+        metrics: Arc::new(metrics::Metrics::default()),
     };
     let auth = auth::Authenticator {
         admin_token: Arc::from(pki.token.as_str()),
@@ -236,6 +238,7 @@ pub async fn start_with_store(
 
 /// The routes: fixed endpoints, then everything under `/api` and `/apis` via the parser.
 fn router(state: AppState, auth: auth::Authenticator) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/version", get(version))
         .route("/healthz", get(ok))
@@ -244,11 +247,16 @@ fn router(state: AppState, auth: auth::Authenticator) -> Router {
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*rest}", get(openapi_doc))
         .route("/skiff/v1/nodes/{name}/token", post(mint_node_token))
+        .route("/metrics", get(metrics_text))
         .fallback(handlers::handle)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             auth,
             auth::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
         ))
 }
 
@@ -289,6 +297,23 @@ async fn mint_node_token(
         ),
         Err(e) => e.into_response(),
     }
+}
+
+/// `/metrics` (admin only).
+async fn metrics_text(
+    State(state): State<AppState>,
+    Extension(identity): Extension<authz::Identity>,
+) -> Response {
+    if identity != authz::Identity::Admin {
+        let why = format!("User \"{}\" cannot get path \"/metrics\"", identity.user());
+        return ApiError::new_forbidden_path(&why).into_response();
+    }
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 /// Mints a node token in process (tests, and a control plane that joins its own node).

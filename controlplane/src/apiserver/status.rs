@@ -151,6 +151,11 @@ impl ApiError {
             .with_details(json!({"name": name.unwrap_or(""), "group": group, "kind": plural}))
     }
 
+    /// 403 for a non-resource path: `forbidden: User … cannot get path "/metrics"`.
+    pub fn new_forbidden_path(why: &str) -> Self {
+        ApiError::new(403, "Forbidden", format!("forbidden: {why}"))
+    }
+
     /// 405 for a verb the resource does not support.
     pub fn method_not_allowed(method: &str, what: &str) -> Self {
         ApiError::new(

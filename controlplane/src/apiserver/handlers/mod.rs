@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::authz::{self, Decision, Identity};
 use super::discovery::{self, Format};
+use super::metrics::Metrics;
 use super::registry::Subresource;
 use super::request::{self, Command, Patch, Route, Target};
 use super::services::ServiceAllocator;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// ClusterIP and NodePort allocation.
     pub services: Arc<ServiceAllocator>,
+    /// Request counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A JSON response with `code`.
