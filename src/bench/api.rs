@@ -1,7 +1,8 @@
-//! `skiff bench api`: the API server through its real HTTPS API — ConfigMap creates per
-//! second and gets per second with N concurrent keep-alive connections, a Table list of
-//! everything created, and watch delivery latency (write acknowledged → event read) with
-//! W watchers. The server runs in process on the embedded store (or `--etcd`).
+//! `skiff bench api`: the API server through its real HTTPS API — Pod creates per second
+//! and gets per second with N concurrent keep-alive connections, a Table list of every pod
+//! (`kubectl get pods`), and watch delivery latency (write sent → event read) with W
+//! watchers; on the embedded store and on a real etcd (started by the bench, when
+//! /usr/bin/etcd is installed) in the same run.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,8 +22,8 @@ use super::stats::{Summary, summarize};
 
 #[derive(Debug, clap::Args)]
 pub struct ApiBench {
-    /// ConfigMaps to create (then to get, and to list as a Table).
-    #[arg(long, default_value_t = 2000)]
+    /// Pods to create (then to get, and to list as a Table).
+    #[arg(long, default_value_t = 10_000)]
     creates: usize,
     /// Concurrent connections for creates and gets.
     #[arg(long, default_value_t = 32)]
@@ -33,9 +34,11 @@ pub struct ApiBench {
     /// Writes each watcher must see.
     #[arg(long, default_value_t = 100)]
     events: usize,
-    /// Use this etcd instead of the embedded store.
-    #[arg(long)]
-    etcd: Option<String>,
+    /// Stores to measure: `embedded`, `etcd` (started from --etcd-binary), or both.
+    #[arg(long, value_delimiter = ',', default_value = "embedded,etcd")]
+    stores: Vec<String>,
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    etcd_binary: PathBuf,
     #[arg(long, default_value = "bench-out/api.json")]
     json: PathBuf,
     #[arg(long, default_value = "bench-out/api.svg")]
@@ -71,14 +74,15 @@ fn now_nanos() -> u128 {
         .unwrap_or(0)
 }
 
-fn configmap(name: &str, extra: Value) -> Vec<u8> {
-    let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+fn pod(name: &str, extra: Value) -> Vec<u8> {
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": "bench"}},
-        "data": {"greeting": "hello", "index": name}});
-    if let (Some(meta), Some(extra)) = (cm["metadata"].as_object_mut(), extra.as_object()) {
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27",
+            "ports": [{"containerPort": 80}], "resources": {"requests": {"cpu": "10m"}}}]}});
+    if let (Some(meta), Some(extra)) = (pod["metadata"].as_object_mut(), extra.as_object()) {
         meta.extend(extra.clone());
     }
-    serde_json::to_vec(&cm).unwrap_or_default()
+    serde_json::to_vec(&pod).unwrap_or_default()
 }
 
 /// Runs `ops` operations over `concurrency` connections; `op(conn, i)` does the i-th.
@@ -173,18 +177,51 @@ async fn watcher(
 
 impl ApiBench {
     pub async fn run(self) -> Result<()> {
-        let dir = tempfile::Builder::new()
-            .prefix("skiff-bench-api-")
-            .tempdir()?;
-        let mut config = ApiServerConfig::new(dir.path());
-        config.listen = "127.0.0.1:0".parse()?;
-        config.bookmark_interval = Duration::from_secs(3600);
-        if let Some(etcd) = &self.etcd {
-            config.etcd = vec![etcd.clone()];
+        let mut reports = Vec::new();
+        for store in &self.stores {
+            let dir = tempfile::Builder::new()
+                .prefix("skiff-bench-api-")
+                .tempdir()?;
+            let mut config = ApiServerConfig::new(dir.path().join("apiserver"));
+            config.listen = "127.0.0.1:0".parse()?;
+            config.bookmark_interval = Duration::from_secs(3600);
+            let _etcd = match store.as_str() {
+                "embedded" => None,
+                "etcd" if !self.etcd_binary.exists() => {
+                    println!(
+                        "skipping etcd: {} not found (apt-get install etcd-server)",
+                        self.etcd_binary.display()
+                    );
+                    continue;
+                }
+                "etcd" => {
+                    let etcd = Etcd::start(&self.etcd_binary, dir.path())?;
+                    config.etcd = vec![etcd.endpoint.clone()];
+                    Some(etcd)
+                }
+                other => bail!("unknown store {other:?}: embedded or etcd"),
+            };
+            reports.push(self.measure(store, config).await?);
         }
-        let server = apiserver::start(config)
-            .await
-            .context("starting the API server")?;
+        if reports.is_empty() {
+            bail!("no store measured");
+        }
+        self.write(&reports)
+    }
+
+    async fn measure(&self, store: &str, config: ApiServerConfig) -> Result<Report> {
+        // etcd may take a moment to listen: retry the start for a while.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let server = loop {
+            match apiserver::start(config.clone()).await {
+                Ok(server) => break server,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("API server not up yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e).context("starting the API server"),
+            }
+        };
         let ep = Endpoint::new(server.addr, &server.ca_pem, &server.token)?;
         let ns = format!("bench-{:06x}", rand::rng().random_range(0..0xffffffu32));
         let mut admin = ep.connect().await?;
@@ -192,17 +229,12 @@ impl ApiBench {
             let body = serde_json::to_vec(&json!({"metadata": {"name": name}}))?;
             expect(&mut admin, "POST", "/api/v1/namespaces", body, 201).await?;
         }
-        let store = if self.etcd.is_some() {
-            "etcd"
-        } else {
-            "embedded"
-        };
         println!(
             "skiff bench api: {store} store, {} creates over {} connections, {} watchers x {} events",
             self.creates, self.concurrency, self.watchers, self.events
         );
 
-        let collection = format!("/api/v1/namespaces/{ns}/configmaps");
+        let collection = format!("/api/v1/namespaces/{ns}/pods");
         let create_path = collection.clone();
         let creates = phase(&ep, self.creates, self.concurrency, move |mut c, i| {
             let path = create_path.clone();
@@ -211,7 +243,7 @@ impl ApiBench {
                     &mut c,
                     "POST",
                     &path,
-                    configmap(&format!("cm-{i}"), json!({})),
+                    pod(&format!("p-{i}"), json!({})),
                     201,
                 )
                 .await?;
@@ -227,10 +259,7 @@ impl ApiBench {
         let total = self.creates;
         let get_path = collection.clone();
         let gets = phase(&ep, self.creates * 2, self.concurrency, move |mut c, _| {
-            let path = format!(
-                "{get_path}/cm-{}",
-                rand::rng().random_range(0..total.max(1))
-            );
+            let path = format!("{get_path}/p-{}", rand::rng().random_range(0..total.max(1)));
             async move {
                 expect(&mut c, "GET", &path, Vec::new(), 200).await?;
                 Ok(c)
@@ -258,11 +287,10 @@ impl ApiBench {
             items = doc["rows"].as_array().map_or(0, Vec::len);
         }
         let list = summarize(&list_ms);
-        println!("Table list of {items}: p50 {:.1} ms", list.p50);
+        println!("Table list of {items} pods: p50 {:.1} ms", list.p50);
 
         let watch_ns = format!("{ns}-watch");
-        let watch_path =
-            format!("/api/v1/namespaces/{watch_ns}/configmaps?watch=true&resourceVersion=0");
+        let watch_path = format!("/api/v1/namespaces/{watch_ns}/pods?watch=true&resourceVersion=0");
         let ready = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..self.watchers)
             .map(|_| {
@@ -281,14 +309,14 @@ impl ApiBench {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let writes = format!("/api/v1/namespaces/{watch_ns}/configmaps");
+        let writes = format!("/api/v1/namespaces/{watch_ns}/pods");
         for i in 0..self.events {
             let sent = json!({"annotations": {"bench/sent": now_nanos().to_string()}});
             expect(
                 &mut admin,
                 "POST",
                 &writes,
-                configmap(&format!("w-{i}"), sent),
+                pod(&format!("w-{i}"), sent),
                 201,
             )
             .await?;
@@ -306,7 +334,7 @@ impl ApiBench {
         );
 
         let report = Report {
-            store: store.into(),
+            store: store.to_owned(),
             build: if cfg!(debug_assertions) {
                 "debug"
             } else {
@@ -320,45 +348,87 @@ impl ApiBench {
             watch_events: self.events,
             watch_delivery_ms: watch,
         };
-        self.write(&report)?;
         drop(admin);
         server.shutdown().await?;
-        Ok(())
+        Ok(report)
     }
 
-    fn write(&self, report: &Report) -> Result<()> {
+    fn write(&self, reports: &[Report]) -> Result<()> {
         for path in [&self.json, &self.plot] {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)?;
             }
         }
-        std::fs::write(&self.json, serde_json::to_vec_pretty(report)?)?;
-        let quantiles =
-            |s: &Summary| vec![(50.0, s.p50), (90.0, s.p90), (99.0, s.p99), (100.0, s.max)];
+        std::fs::write(&self.json, serde_json::to_vec_pretty(reports)?)?;
+        let quantiles = |s: &Summary| vec![(50.0, s.p50), (90.0, s.p90), (99.0, s.p99)];
+        let mut series = Vec::new();
+        for r in reports {
+            series.push(Series {
+                name: format!("{}: create ({:.0}/s)", r.store, r.creates.per_second),
+                points: quantiles(&r.creates.latency_ms),
+            });
+            series.push(Series {
+                name: format!("{}: get ({:.0}/s)", r.store, r.gets.per_second),
+                points: quantiles(&r.gets.latency_ms),
+            });
+            series.push(Series {
+                name: format!("{}: watch delivery ({} watchers)", r.store, r.watchers),
+                points: quantiles(&r.watch_delivery_ms),
+            });
+        }
+        let build = reports.first().map_or("", |r| r.build);
         lines(
             &self.plot,
-            &format!(
-                "skiff API server ({} store, {} build)",
-                report.store, report.build
-            ),
+            &format!("skiff API server over HTTPS ({build} build)"),
             "percentile",
             "latency (ms)",
-            &[
-                Series {
-                    name: format!("create ({:.0}/s)", report.creates.per_second),
-                    points: quantiles(&report.creates.latency_ms),
-                },
-                Series {
-                    name: format!("get ({:.0}/s)", report.gets.per_second),
-                    points: quantiles(&report.gets.latency_ms),
-                },
-                Series {
-                    name: format!("watch delivery ({} watchers)", report.watchers),
-                    points: quantiles(&report.watch_delivery_ms),
-                },
-            ],
+            &series,
         )?;
         println!("wrote {} and {}", self.json.display(), self.plot.display());
         Ok(())
+    }
+}
+
+/// A real etcd on 127.0.0.1 for the run, killed on drop.
+struct Etcd {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Etcd {
+    fn start(binary: &std::path::Path, dir: &std::path::Path) -> Result<Etcd> {
+        let port = || -> Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let client = format!("http://127.0.0.1:{}", port()?);
+        let peer = format!("http://127.0.0.1:{}", port()?);
+        let log = std::fs::File::create(dir.join("etcd.log"))?;
+        let child = std::process::Command::new(binary)
+            .arg("--name=bench")
+            .arg(format!("--data-dir={}", dir.join("etcd").display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=bench={peer}"))
+            .args(["--logger=zap", "--log-outputs=stderr", "--log-level=warn"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Etcd {
+            child,
+            endpoint: client,
+        })
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

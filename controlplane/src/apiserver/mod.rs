@@ -260,6 +260,41 @@ fn router(state: AppState, auth: auth::Authenticator) -> Router {
         ))
 }
 
+/// The request decoders and patchers on their own, for fuzz targets: none may panic,
+/// whatever the bytes.
+pub mod decoders {
+    use serde_json::Value;
+
+    use super::status::ApiError;
+
+    /// Decodes a `k8s\0` + `runtime.Unknown` protobuf body into the object's JSON.
+    pub fn protobuf(body: &[u8]) -> Result<Value, String> {
+        super::protobuf::decode(body).map_err(|e| e.to_string())
+    }
+
+    /// Applies a strategic merge patch.
+    pub fn strategic_merge(object: &Value, patch: &Value) -> Result<Value, ApiError> {
+        super::strategic::merge(object, patch)
+    }
+
+    /// Server-side apply of `config` by `manager` onto `live`.
+    pub fn server_side_apply(
+        live: &Value,
+        config: &Value,
+        manager: &str,
+        force: bool,
+    ) -> Result<Value, ApiError> {
+        super::managed::apply(
+            live,
+            config,
+            manager,
+            "v1",
+            force,
+            jiff::Timestamp::UNIX_EPOCH,
+        )
+    }
+}
+
 /// The `/version` document.
 pub fn version_info() -> Value {
     json!({
