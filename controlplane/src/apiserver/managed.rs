@@ -367,6 +367,11 @@ pub fn apply(
     force: bool,
     now: Timestamp,
 ) -> Result<Value, ApiError> {
+    if !live.is_object() || !config.is_object() {
+        return Err(ApiError::bad_request(
+            "the applied configuration must be an object",
+        ));
+    }
     let applied = fields_of(config);
     let mut list = entries(live);
     // Conflicts: another manager owns a field this apply sets to a different value.
@@ -555,6 +560,13 @@ mod tests {
                 .iter()
                 .any(|p| p.last().is_some_and(|s| s == "f:image"))
         );
+    }
+
+    #[test]
+    fn non_objects_are_refused_not_a_panic() {
+        let err = apply(&json!(5), &json!(5), "m", "v1", false, now()).unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(apply(&json!({}), &json!([1]), "m", "v1", true, now()).is_err());
     }
 
     #[test]
