@@ -1,6 +1,6 @@
 //! End to end with the real kubectl: JSON `kubectl create` (1.29), duplicate and stale
-//! writes, oversized bodies, compacted watches (410), bookmarks, the protobuf limit of
-//! 1.33's `create`, and the `/usr/bin/kubectl` dispatcher choosing 1.33 from `/version`.
+//! writes, oversized bodies, compacted watches (410), bookmarks, and the `/usr/bin/kubectl`
+//! dispatcher choosing 1.33 from `/version`.
 
 #[path = "apiserver/kubectl.rs"]
 mod harness;
@@ -155,20 +155,6 @@ fn watch_replays_bookmarks_and_reports_compaction() {
     assert_eq!(event["type"], "ERROR");
     assert_eq!(event["object"]["code"], 410);
     assert_eq!(event["object"]["reason"], "Expired");
-}
-
-#[test]
-fn kubectl_1_33_create_sends_protobuf_which_is_refused_cleanly() {
-    let Some(kubectl) = kubectl_binary(33) else {
-        return;
-    };
-    let c = Cluster::start(kubectl);
-    let err = c.fails(&["create", "configmap", "cfg", "--from-literal=a=1"]);
-    assert!(
-        err.contains("the body of the request was in an unknown format"),
-        "{err}"
-    );
-    assert!(c.fails(&["get", "cm", "cfg"]).contains("NotFound"));
 }
 
 #[test]

@@ -182,8 +182,7 @@ fn deployment_workflow(minor: u32) {
 
     // A new image rolls out without dropping below 5 ready or going above 6 pods.
     let sampler = Sampler::start(&env);
-    c.ok(&["patch", "deployment/web", "--type=json", "-p",
-        r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"nginx:1.27"}]"#]);
+    c.ok(&["set", "image", "deployment/web", "c=nginx:1.27"]);
     c.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     let (max_active, min_ready) = sampler.finish(&env);
     assert!(max_active <= 6, "{max_active} pods at once (maxSurge 1)");

@@ -1,7 +1,9 @@
 //! `skiff bench …`: whole-system benchmarks that print figures, measure the usual tools in the
 //! same run, and write JSON and an SVG plot.
 
+pub mod api;
 pub mod control_plane;
+mod https;
 pub mod image;
 pub mod plot;
 pub mod pod_start;
@@ -13,6 +15,8 @@ use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// The API server over HTTPS: creates/s, gets/s, a Table list, watch delivery latency.
+    Api(api::ApiBench),
     /// Pull + unpack of a multi-layer image from a local registry, against skopeo + umoci.
     Image(image::ImageBench),
     /// Pod start latency (sequential and burst) against `crun run` and `runc run`.
@@ -23,6 +27,7 @@ pub enum BenchCommand {
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Api(bench) => bench.run().await,
         BenchCommand::Image(bench) => bench.run().await,
         BenchCommand::PodStart(bench) => bench.run().await,
         BenchCommand::ControlPlane(bench) => bench.run().await,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use skiff_controlplane::apiserver::{self, ApiServerConfig};
+use skiff_controlplane::apiserver::{self, ApiServerConfig, PortRange, ServiceCidr};
 use skiff_controlplane::controllers::{self, leader};
 
 /// Options of `skiff apiserver`.
@@ -27,6 +27,12 @@ pub struct ApiServerArgs {
     /// Serve the API only: no scheduler, no controllers.
     #[arg(long)]
     pub no_controllers: bool,
+    /// The range Service ClusterIPs come from; the `kubernetes` Service gets its first IP.
+    #[arg(long, default_value = "10.96.0.0/12", value_parser = ServiceCidr::parse)]
+    pub service_cidr: ServiceCidr,
+    /// The range NodePorts come from.
+    #[arg(long, default_value = "30000-32767", value_parser = PortRange::parse)]
+    pub service_node_port_range: PortRange,
 }
 
 pub async fn run(args: ApiServerArgs) -> Result<()> {
@@ -34,6 +40,8 @@ pub async fn run(args: ApiServerArgs) -> Result<()> {
     config.listen = args.listen;
     config.etcd = args.etcd;
     config.extra_sans = args.tls_san;
+    config.service_cidr = args.service_cidr;
+    config.node_ports = args.service_node_port_range;
     let server = apiserver::start(config)
         .await
         .context("starting the API server")?;

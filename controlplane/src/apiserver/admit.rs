@@ -9,8 +9,10 @@ use rand::seq::IndexedRandom;
 use serde_json::{Map, Value, json};
 
 use super::defaults;
+use super::managed;
 use super::registry::{ResourceType, Subresource};
 use super::request::{FieldValidation, WriteOptions};
+use super::services;
 use super::status::ApiError;
 use super::validate::{self, name_rule};
 
@@ -244,6 +246,9 @@ pub fn prepare_create(
     if let Some(status) = initial_status(resource.kind, &object) {
         object["status"] = status;
     }
+    if let Some(manager) = &opts.field_manager {
+        managed::record_update(None, &mut object, manager, &resource.api_version(), now);
+    }
     Ok(object)
 }
 
@@ -288,7 +293,22 @@ pub fn prepare_update(
         return Ok((next, expected));
     }
     validate(resource, &object)?;
-    Ok((merge_system_fields(resource, old, object), expected))
+    let mut next = merge_system_fields(resource, old, object);
+    if resource.kind == "Service" {
+        services::keep_allocated(old, &mut next)?;
+    }
+    if let (None, Some(fields)) = (
+        next.pointer("/metadata/managedFields"),
+        old.pointer("/metadata/managedFields"),
+    ) {
+        let fields = fields.clone();
+        metadata_mut(&mut next).insert("managedFields".into(), fields);
+    }
+    if let Some(manager) = &opts.field_manager {
+        let version = resource.api_version();
+        managed::record_update(Some(old), &mut next, manager, &version, Timestamp::now());
+    }
+    Ok((next, expected))
 }
 
 /// Keeps what clients cannot change through the main resource: identity, creation time,

@@ -1,12 +1,18 @@
-//! Bearer-token authentication: the admin token from the data dir; anything else is 401.
-//! Health endpoints stay open for probes.
+//! Bearer-token authentication: the admin token from the data dir, or a node token
+//! (`nodetoken.rs`); anything else is 401. The caller's `Identity` goes into the request's
+//! extensions for the authorizer (`authz.rs`). Health endpoints stay open for probes.
+
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::authz::Identity;
+use super::nodetoken;
 use super::status::ApiError;
+use crate::store::Store;
 
 /// Paths served without a token (liveness and readiness probes).
 pub fn is_public(path: &str) -> bool {
@@ -14,31 +20,56 @@ pub fn is_public(path: &str) -> bool {
 }
 
 /// Compares without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Whether an `Authorization` header value carries `token`.
 pub fn authorized(header_value: Option<&str>, token: &str) -> bool {
-    header_value
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+    bearer(header_value).is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
 }
 
-/// The middleware: rejects requests without the admin token.
+fn bearer(header_value: Option<&str>) -> Option<&str> {
+    header_value
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// What authentication needs: the admin token and the store holding node tokens.
+#[derive(Clone)]
+pub struct Authenticator {
+    pub admin_token: Arc<str>,
+    pub store: Arc<dyn Store>,
+}
+
+/// The middleware: finds who is calling, or answers 401.
 pub async fn require_token(
-    State(token): State<std::sync::Arc<str>>,
-    request: Request,
+    State(auth): State<Authenticator>,
+    mut request: Request,
     next: Next,
 ) -> Response {
+    if is_public(request.uri().path()) {
+        return next.run(request).await;
+    }
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if is_public(request.uri().path()) || authorized(header, &token) {
-        next.run(request).await
+    let identity = if authorized(header, &auth.admin_token) {
+        Some(Identity::Admin)
+    } else if let Some(token) = bearer(header).filter(|t| t.starts_with("node.")) {
+        nodetoken::verify(auth.store.as_ref(), token)
+            .await
+            .map(Identity::Node)
     } else {
-        ApiError::unauthorized().into_response()
+        None
+    };
+    match identity {
+        Some(identity) => {
+            request.extensions_mut().insert(identity);
+            next.run(request).await
+        }
+        None => ApiError::unauthorized().into_response(),
     }
 }
 

@@ -38,6 +38,9 @@ pub enum ApiServerError {
         #[source]
         source: std::io::Error,
     },
+    /// Creating the objects every cluster has (the `kubernetes` Service) failed.
+    #[error("creating the default objects: {0}")]
+    Bootstrap(String),
     /// The HTTP server stopped with an error.
     #[error("serving")]
     Serve(#[source] std::io::Error),

@@ -5,16 +5,22 @@
 
 mod admit;
 mod auth;
+mod authz;
 mod client;
 mod defaults;
 mod discovery;
 mod error;
 mod handlers;
+mod managed;
+mod metrics;
+mod nodetoken;
 mod openapi;
 mod patch;
+mod protobuf;
 mod registry;
 mod request;
 mod selector;
+mod services;
 mod status;
 mod strategic;
 mod table;
@@ -29,9 +35,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Path;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use jiff::Timestamp;
@@ -42,6 +49,7 @@ pub use client::{Change, Client, Kind, Object, ObjectList};
 pub use error::ApiServerError;
 pub use handlers::AppState;
 pub use request::{DeleteOptions, Propagation};
+pub use services::{PortRange, ServiceAllocator, ServiceCidr};
 pub use status::ApiError;
 
 use crate::store::{EmbeddedStore, EtcdStore, Store, StoreError};
@@ -64,10 +72,15 @@ pub struct ApiServerConfig {
     pub bookmark_interval: Duration,
     /// The largest accepted request body.
     pub max_body_bytes: usize,
+    /// The range ClusterIPs come from (`--service-cidr`).
+    pub service_cidr: ServiceCidr,
+    /// The range NodePorts come from (`--service-node-port-range`).
+    pub node_ports: PortRange,
 }
 
 impl ApiServerConfig {
-    /// Defaults: 127.0.0.1:6443, embedded store, 60 s bookmarks, 3 MiB bodies.
+    /// Defaults: 127.0.0.1:6443, embedded store, 60 s bookmarks, 3 MiB bodies, Services
+    /// in 10.96.0.0/12 with node ports 30000-32767.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ApiServerConfig {
             data_dir: data_dir.into(),
@@ -76,6 +89,8 @@ impl ApiServerConfig {
             extra_sans: Vec::new(),
             bookmark_interval: Duration::from_secs(60),
             max_body_bytes: 3 * 1024 * 1024,
+            service_cidr: ServiceCidr::parse("10.96.0.0/12").expect("the default CIDR parses"),
+            node_ports: PortRange::default(),
         }
     }
 }
@@ -189,12 +204,26 @@ pub async fn start_with_store(
         addr
     };
     let kubeconfig = tls::write_kubeconfig(&config.data_dir, &format!("https://{host}"), &pki)?;
+    let services = Arc::new(ServiceAllocator::new(
+        config.service_cidr,
+        config.node_ports,
+    ));
+    services
+        .ensure_kubernetes_service(store.as_ref(), host)
+        .await
+        .map_err(|e| ApiServerError::Bootstrap(e.message))?;
     let state = AppState {
         store,
         bookmark_interval: config.bookmark_interval,
         max_body_bytes: config.max_body_bytes,
+        services,
+        metrics: Arc::new(metrics::Metrics::default()),
     };
-    let app = router(state.clone(), Arc::from(pki.token.as_str()));
+    let auth = auth::Authenticator {
+        admin_token: Arc::from(pki.token.as_str()),
+        store: state.store.clone(),
+    };
+    let app = router(state.clone(), auth);
     let handle = Handle::new();
     let server = axum_server::from_tcp_rustls(listener, tls_config)
         .map_err(|source| ApiServerError::Bind { addr, source })?
@@ -218,7 +247,8 @@ pub async fn start_with_store(
 }
 
 /// The routes: fixed endpoints, then everything under `/api` and `/apis` via the parser.
-pub fn router(state: AppState, token: Arc<str>) -> Router {
+fn router(state: AppState, auth: auth::Authenticator) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/version", get(version))
         .route("/healthz", get(ok))
@@ -226,12 +256,53 @@ pub fn router(state: AppState, token: Arc<str>) -> Router {
         .route("/readyz", get(ok))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*rest}", get(openapi_doc))
+        .route("/skiff/v1/nodes/{name}/token", post(mint_node_token))
+        .route("/metrics", get(metrics_text))
         .fallback(handlers::handle)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
-            token,
+            auth,
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
+}
+
+/// The request decoders and patchers on their own, for fuzz targets: none may panic,
+/// whatever the bytes.
+pub mod decoders {
+    use serde_json::Value;
+
+    use super::status::ApiError;
+
+    /// Decodes a `k8s\0` + `runtime.Unknown` protobuf body into the object's JSON.
+    pub fn protobuf(body: &[u8]) -> Result<Value, String> {
+        super::protobuf::decode(body).map_err(|e| e.to_string())
+    }
+
+    /// Applies a strategic merge patch.
+    pub fn strategic_merge(object: &Value, patch: &Value) -> Result<Value, ApiError> {
+        super::strategic::merge(object, patch)
+    }
+
+    /// Server-side apply of `config` by `manager` onto `live`.
+    pub fn server_side_apply(
+        live: &Value,
+        config: &Value,
+        manager: &str,
+        force: bool,
+    ) -> Result<Value, ApiError> {
+        super::managed::apply(
+            live,
+            config,
+            manager,
+            "v1",
+            force,
+            jiff::Timestamp::UNIX_EPOCH,
+        )
+    }
 }
 
 /// The `/version` document.
@@ -251,6 +322,48 @@ pub fn version_info() -> Value {
 
 async fn version() -> Response {
     handlers::json(StatusCode::OK, &version_info())
+}
+
+/// Mints a bearer token for node `name` (admin only): `{"token": …}`. The kubelet join
+/// hands it to the node.
+async fn mint_node_token(
+    State(state): State<AppState>,
+    Extension(identity): Extension<authz::Identity>,
+    Path(name): Path<String>,
+) -> Response {
+    if identity != authz::Identity::Admin {
+        let why = format!("User \"{}\" cannot create node tokens", identity.user());
+        return ApiError::forbidden("", "nodes", Some(&name), &why).into_response();
+    }
+    match nodetoken::mint(state.store.as_ref(), &name).await {
+        Ok(token) => handlers::json(
+            StatusCode::CREATED,
+            &json!({"kind": "NodeToken", "node": name, "user": format!("system:node:{name}"), "token": token}),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `/metrics` (admin only).
+async fn metrics_text(
+    State(state): State<AppState>,
+    Extension(identity): Extension<authz::Identity>,
+) -> Response {
+    if identity != authz::Identity::Admin {
+        let why = format!("User \"{}\" cannot get path \"/metrics\"", identity.user());
+        return ApiError::new_forbidden_path(&why).into_response();
+    }
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Mints a node token in process (tests, and a control plane that joins its own node).
+pub async fn mint_node_token_in(store: &dyn Store, node: &str) -> Result<String, ApiError> {
+    nodetoken::mint(store, node).await
 }
 
 async fn ok() -> &'static str {

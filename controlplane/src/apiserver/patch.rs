@@ -25,6 +25,11 @@ pub fn apply(object: &Value, patch: &Patch) -> Result<Value, ApiError> {
             })?;
         }
         Patch::Strategic(p) => doc = strategic::merge(&doc, p)?,
+        Patch::Apply(_) => {
+            return Err(ApiError::unsupported_media_type(
+                "application/apply-patch+yaml",
+            ));
+        }
     }
     if !doc.is_object() {
         return Err(ApiError::unprocessable(

@@ -4,6 +4,7 @@
 use axum::http::{HeaderMap, Method, header};
 use serde_json::Value;
 
+use super::protobuf;
 use super::registry::{self, ResourceType, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -57,6 +58,10 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldValidation`.
     pub validation: FieldValidation,
+    /// `fieldManager`, or the User-Agent's program name (as Kubernetes derives it).
+    pub field_manager: Option<String>,
+    /// `force=true` of a server-side apply.
+    pub force: bool,
 }
 
 /// A patch body by its content type.
@@ -68,6 +73,8 @@ pub enum Patch {
     Json(Value),
     /// `application/strategic-merge-patch+json`.
     Strategic(Value),
+    /// `application/apply-patch+yaml`: server-side apply of this configuration.
+    Apply(Value),
 }
 
 /// Preconditions and options of a delete.
@@ -183,6 +190,15 @@ fn parse_params(query: &str) -> Result<Params, ApiError> {
             }
             "propagationPolicy" => p.delete.propagation = Some(Propagation::parse(&value)?),
             "gracePeriodSeconds" => p.delete.grace_period_seconds = Some(number(&key, &value)?),
+            "fieldManager" if !value.is_empty() => {
+                if value.len() > 128 {
+                    return Err(ApiError::bad_request(
+                        "fieldManager: Too long: may not be more than 128 bytes",
+                    ));
+                }
+                p.write.field_manager = Some(value)
+            }
+            "force" => p.write.force = value == "true" || value == "1",
             _ => {}
         }
     }
@@ -281,6 +297,8 @@ pub fn decode_body(media: &str, body: &[u8]) -> Result<Value, ApiError> {
             .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}"))),
         "application/yaml" | "application/apply-patch+yaml" => serde_norway::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}"))),
+        protobuf::MEDIA_TYPE => protobuf::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf body: {e}"))),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -302,6 +320,10 @@ fn patch_body(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
         "application/merge-patch+json" => Ok(Patch::Merge(value)),
         "application/json-patch+json" => Ok(Patch::Json(value)),
         "application/strategic-merge-patch+json" => Ok(Patch::Strategic(value)),
+        "application/apply-patch+yaml" if value.is_object() => Ok(Patch::Apply(value)),
+        "application/apply-patch+yaml" => Err(ApiError::bad_request(
+            "the applied configuration must be an object",
+        )),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -351,7 +373,15 @@ pub fn parse(
         Err(route) if *method == Method::GET => return Ok(route),
         Err(_) => return Err(ApiError::method_not_allowed(method.as_str(), path)),
     };
-    let params = parse_params(query)?;
+    let mut params = parse_params(query)?;
+    if params.write.field_manager.is_none() {
+        // Kubernetes names the manager after the client program: `kubectl/v1.33 …` → kubectl.
+        let agent = header_str(headers, header::USER_AGENT);
+        let program = agent.split('/').next().unwrap_or("").trim();
+        if !program.is_empty() {
+            params.write.field_manager = Some(program.chars().take(128).collect());
+        }
+    }
     let table = wants_table(headers);
     let one = target.name.is_some();
     let command = match (method.clone(), one) {
@@ -497,7 +527,15 @@ mod tests {
         let err = parse(&Method::POST, "/api/v1/namespaces", "", &yaml, b"kind: [\n").unwrap_err();
         assert_eq!(err.code, 400);
         let pb = headers(&[(header::CONTENT_TYPE, "application/vnd.kubernetes.protobuf")]);
-        let err = parse(&Method::POST, "/api/v1/namespaces", "", &pb, b"k8s\0").unwrap_err();
+        let err = parse(&Method::POST, "/api/v1/namespaces", "", &pb, b"k8s\0\x0a").unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(
+            err.message.starts_with("error decoding protobuf body"),
+            "{}",
+            err.message
+        );
+        let cbor = headers(&[(header::CONTENT_TYPE, "application/cbor")]);
+        let err = parse(&Method::POST, "/api/v1/namespaces", "", &cbor, b"\xa0").unwrap_err();
         assert_eq!(err.code, 415);
         let merge = headers(&[(header::CONTENT_TYPE, "application/merge-patch+json")]);
         let route = parse(

@@ -98,6 +98,15 @@ impl ApiError {
         .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
+    /// 409 of a server-side apply that would change fields other managers own.
+    pub fn apply_conflict(message: String, causes: Vec<Cause>) -> Self {
+        let causes: Vec<Value> = causes
+            .iter()
+            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+            .collect();
+        ApiError::new(409, "Conflict", message).with_details(json!({"causes": causes}))
+    }
+
     /// 422 with one cause per invalid field: `Pod "A" is invalid: metadata.name: ...`.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let summary: Vec<String> = causes
@@ -117,19 +126,6 @@ impl ApiError {
         )
     }
 
-    /// 403: `pods "x" is forbidden: <why>`.
-    pub fn forbidden(group: &str, plural: &str, name: &str, why: &str) -> Self {
-        ApiError::new(
-            403,
-            "Forbidden",
-            format!(
-                "{} \"{name}\" is forbidden: {why}",
-                qualified(group, plural)
-            ),
-        )
-        .with_details(json!({"name": name, "group": group, "kind": plural}))
-    }
-
     /// 400 for a request that cannot be understood.
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(400, "BadRequest", message)
@@ -143,6 +139,21 @@ impl ApiError {
     /// 401: no or unknown bearer token.
     pub fn unauthorized() -> Self {
         ApiError::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 403: `pods "x" is forbidden: User … cannot get resource "pods" …`.
+    pub fn forbidden(group: &str, plural: &str, name: Option<&str>, why: &str) -> Self {
+        let what = match name {
+            Some(name) => format!("{} \"{name}\"", qualified(group, plural)),
+            None => qualified(group, plural),
+        };
+        ApiError::new(403, "Forbidden", format!("{what} is forbidden: {why}"))
+            .with_details(json!({"name": name.unwrap_or(""), "group": group, "kind": plural}))
+    }
+
+    /// 403 for a non-resource path: `forbidden: User … cannot get path "/metrics"`.
+    pub fn new_forbidden_path(why: &str) -> Self {
+        ApiError::new(403, "Forbidden", format!("forbidden: {why}"))
     }
 
     /// 405 for a verb the resource does not support.
@@ -176,7 +187,7 @@ impl ApiError {
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, not {content_type}"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf, not {content_type}"
             ),
         )
     }

@@ -175,7 +175,11 @@ pub async fn serve(
         bookmarks: query.bookmarks.then_some(state.bookmark_interval),
         timeout: query.timeout_seconds.map(Duration::from_secs),
     };
-    tokio::spawn(pump.run(initial, stream));
+    let guard = state.metrics.watch_started();
+    tokio::spawn(async move {
+        pump.run(initial, stream).await;
+        drop(guard);
+    });
     let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     *response.status_mut() = StatusCode::OK;
     response.headers_mut().insert(

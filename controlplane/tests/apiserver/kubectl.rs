@@ -222,3 +222,74 @@ pub fn row<'a>(rows: &'a [Vec<String>], name: &str) -> &'a [String] {
         })
         .unwrap_or_else(|| panic!("no row {name} in {rows:?}"))
 }
+
+/// What `curl` got back: the HTTP code and the body.
+#[derive(Debug)]
+pub struct Reply {
+    pub code: u16,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+impl Cluster {
+    /// The API server's `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.server().addr)
+    }
+
+    /// The admin bearer token.
+    pub fn token(&self) -> &str {
+        &self.server().token
+    }
+
+    /// One HTTPS request with `curl` (trusting the cluster CA) and a bearer token.
+    pub fn curl_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Reply {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ca = self.dir.path().join(format!("ca-{seq}.pem"));
+        std::fs::write(&ca, &self.server().ca_pem).expect("write CA");
+        let body_file = self.dir.path().join(format!("curl-body-{seq}"));
+        std::fs::write(&body_file, body).expect("write body");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--cacert"])
+            .arg(&ca)
+            .args(["-X", method, "-w", "\n%{http_code}"])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"));
+        if !body.is_empty() || method != "GET" {
+            cmd.arg("-H")
+                .arg(format!("Content-Type: {content_type}"))
+                .arg("--data-binary")
+                .arg(format!("@{}", body_file.display()));
+        }
+        let out = cmd
+            .arg(format!("{}{path}", self.url()))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        Reply {
+            code: code.trim().parse().unwrap_or(0),
+            body: body.to_owned(),
+        }
+    }
+
+    /// `curl_as` with the admin token.
+    pub fn curl(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Reply {
+        let token = self.token().to_owned();
+        self.curl_as(&token, method, path, content_type, body)
+    }
+}

@@ -1,9 +1,11 @@
 //! Applying parsed requests: reads the body (with its size limit), parses it into a
 //! `Route`, runs the command against the store, and renders JSON, a Table, or a Status.
 
+mod apply;
 mod delete;
 mod read;
 mod scale;
+mod service;
 mod write;
 
 use std::sync::Arc;
@@ -15,9 +17,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::authz::{self, Decision, Identity};
 use super::discovery::{self, Format};
+use super::metrics::Metrics;
 use super::registry::Subresource;
-use super::request::{self, Command, Route, Target};
+use super::request::{self, Command, Patch, Route, Target};
+use super::services::ServiceAllocator;
 use super::status::ApiError;
 use super::watch;
 use crate::store::Store;
@@ -34,6 +39,10 @@ pub struct AppState {
     pub bookmark_interval: Duration,
     /// The largest accepted request body.
     pub max_body_bytes: usize,
+    /// ClusterIP and NodePort allocation.
+    pub services: Arc<ServiceAllocator>,
+    /// Request counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A JSON response with `code`.
@@ -70,8 +79,12 @@ async fn handle_inner(state: &AppState, request: Request) -> Result<Response, Ap
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let identity = parts.extensions.get::<Identity>().cloned();
     match route {
-        Route::Command(command, table) => run(state, command, table).await,
+        Route::Command(command, table) => {
+            authorize(state, identity.as_ref(), &command).await?;
+            run(state, command, table).await
+        }
         Route::CoreVersions | Route::Groups => {
             let format = Format::negotiate(accept);
             let core = matches!(route, Route::CoreVersions);
@@ -88,6 +101,40 @@ async fn handle_inner(state: &AppState, request: Request) -> Result<Response, Ap
         Route::Resources(group, version) => discovery::resource_list(&group, &version)
             .map(|doc| json(StatusCode::OK, &doc))
             .ok_or_else(|| ApiError::no_route(path)),
+    }
+}
+
+/// Lets the command through, or answers 403 (see `authz.rs`).
+async fn authorize(
+    state: &AppState,
+    identity: Option<&Identity>,
+    command: &Command,
+) -> Result<(), ApiError> {
+    let node = match identity {
+        Some(Identity::Admin) => return Ok(()),
+        Some(Identity::Node(node)) => node,
+        None => return Err(ApiError::unauthorized()),
+    };
+    match authz::decide(node, command) {
+        Decision::Allow => Ok(()),
+        Decision::Deny(err) => Err(err),
+        Decision::PodOf(err) => {
+            let target = match command {
+                Command::Get(t)
+                | Command::Delete(t, ..)
+                | Command::Update(t, ..)
+                | Command::Patch(t, ..) => t,
+                _ => return Err(err),
+            };
+            let pod = Target {
+                subresource: None,
+                ..target.clone()
+            };
+            match read::load(state, &pod).await {
+                Ok((object, _)) if authz::bound_to(&object, node) => Ok(()),
+                _ => Err(err),
+            }
+        }
     }
 }
 
@@ -131,7 +178,16 @@ async fn run(state: &AppState, command: Command, table: bool) -> Result<Response
 pub(crate) async fn apply(state: &AppState, command: Command) -> Result<Written, ApiError> {
     match command {
         Command::Create(target, body, opts) => write::create(state, &target, body, &opts).await,
+        Command::Update(target, body, opts) if service::is_service(&target) => {
+            service::update(state, &target, body, &opts).await
+        }
         Command::Update(target, body, opts) => write::update(state, &target, body, &opts).await,
+        Command::Patch(target, Patch::Apply(config), opts) if target.subresource.is_none() => {
+            apply::apply(state, &target, &config, &opts).await
+        }
+        Command::Patch(target, patch, opts) if service::is_service(&target) => {
+            service::patch(state, &target, &patch, &opts).await
+        }
         Command::Patch(target, patch, opts) => write::patch(state, &target, &patch, &opts).await,
         Command::Delete(target, options, opts) => {
             write::delete(state, &target, &options, &opts).await

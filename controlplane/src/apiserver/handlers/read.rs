@@ -56,6 +56,9 @@ pub(super) async fn get(
     Ok(json(StatusCode::OK, &object))
 }
 
+/// How many objects one store read of an unlimited list asks for.
+const STORE_PAGE: usize = 1000;
+
 /// One page of a list: the matching objects, the list revision, the continue token and
 /// (without selectors) how many items remain.
 pub(crate) struct Page {
@@ -82,7 +85,9 @@ pub(crate) async fn collect(
         remaining: None,
     };
     loop {
-        let want = query.limit.map(|l| l - page.items.len());
+        // Without a limit the store is still read in pages: one etcd reply stays small
+        // (etcd-client refuses replies over 4 MiB) and the token keeps the revision.
+        let want = Some(query.limit.map_or(STORE_PAGE, |l| l - page.items.len()));
         let options = ListOptions {
             limit: want,
             continue_token: page.continue_token.take(),
@@ -103,7 +108,7 @@ pub(crate) async fn collect(
         }
         page.continue_token = result.continue_token;
         let full = query.limit.is_some_and(|l| page.items.len() >= l);
-        if full || page.continue_token.is_none() || query.limit.is_none() {
+        if full || page.continue_token.is_none() {
             return Ok(page);
         }
     }

@@ -14,7 +14,7 @@ use super::super::request::{DeleteOptions, Patch, Target, WriteOptions};
 use super::super::status::ApiError;
 use super::delete::{self as deletion, Deletion};
 use super::read::load;
-use super::{AppState, name_of};
+use super::{AppState, name_of, service};
 use crate::store::StoreError;
 
 /// A write's reply: the HTTP code and the object (or Status).
@@ -46,7 +46,7 @@ async fn require_namespace(
         return Err(ApiError::forbidden(
             r.group,
             r.plural,
-            name,
+            Some(name),
             &format!(
                 "unable to create new content in namespace {namespace} because it is being terminated"
             ),
@@ -76,11 +76,15 @@ pub(crate) async fn create(
     if opts.dry_run {
         return Ok((StatusCode::CREATED, object));
     }
-    let kv = state
+    let reserved = service::reserve(state, r, &mut object).await?;
+    let created = state
         .store
         .create(&r.key(ns, &name), encode(&object)?)
-        .await
-        .map_err(|e| ApiError::from_store(e, r.group, r.plural, &name))?;
+        .await;
+    if created.is_err() {
+        service::release(state, reserved).await;
+    }
+    let kv = created.map_err(|e| ApiError::from_store(e, r.group, r.plural, &name))?;
     set_resource_version(&mut object, kv.mod_revision);
     Ok((StatusCode::CREATED, object))
 }
@@ -211,6 +215,7 @@ where
             // The last finalizer is gone: the object goes with this write.
             return match state.store.delete(&key, Some(revision)).await {
                 Ok(kv) => {
+                    service::deleted(state, r, &next).await;
                     set_resource_version(&mut next, kv.mod_revision);
                     Ok(next)
                 }
@@ -299,11 +304,15 @@ pub(crate) async fn delete(
         let written = match deletion::plan(r, &object, options, Timestamp::now()) {
             Deletion::Pending => return Ok((StatusCode::ACCEPTED, object)),
             _ if opts.dry_run => return Ok((StatusCode::OK, object)),
-            Deletion::Remove => state.store.delete(&key, Some(revision)).await.map(|kv| {
-                let mut object = object;
-                set_resource_version(&mut object, kv.mod_revision);
-                (StatusCode::OK, object)
-            }),
+            Deletion::Remove => match state.store.delete(&key, Some(revision)).await {
+                Ok(kv) => {
+                    service::deleted(state, r, &object).await;
+                    let mut object = object;
+                    set_resource_version(&mut object, kv.mod_revision);
+                    Ok((StatusCode::OK, object))
+                }
+                Err(e) => Err(e),
+            },
             Deletion::Mark(mut next) => state
                 .store
                 .update(&key, encode(&next)?, Some(revision))
