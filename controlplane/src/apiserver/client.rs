@@ -163,20 +163,23 @@ impl Client {
             .await
     }
 
-    /// Replaces `object` (PUT); with its `resourceVersion` set, only if unchanged since.
-    pub async fn replace<K: Object>(&self, object: &K) -> Result<K, ApiError> {
-        let target = Self::target_of(object, None)?;
+    /// PUT of `object` (or of its `sub`resource); with its `resourceVersion` set, only if
+    /// unchanged since.
+    async fn put<K: Object>(&self, object: &K, sub: Option<Subresource>) -> Result<K, ApiError> {
+        let target = Self::target_of(object, sub)?;
         let body = to_value(object)?;
         self.write(Command::Update(target, body, WriteOptions::default()))
             .await
     }
 
+    /// Replaces `object` (PUT); with its `resourceVersion` set, only if unchanged since.
+    pub async fn replace<K: Object>(&self, object: &K) -> Result<K, ApiError> {
+        self.put(object, None).await
+    }
+
     /// Replaces the status of `object` (PUT …/status), same concurrency rule.
     pub async fn replace_status<K: Object>(&self, object: &K) -> Result<K, ApiError> {
-        let target = Self::target_of(object, Some(Subresource::Status))?;
-        let body = to_value(object)?;
-        self.write(Command::Update(target, body, WriteOptions::default()))
-            .await
+        self.put(object, Some(Subresource::Status)).await
     }
 
     /// A JSON merge patch (RFC 7386) of the object, or of its status.
@@ -205,12 +208,7 @@ impl Client {
         options: DeleteOptions,
     ) -> Result<bool, ApiError> {
         let target = Self::target::<K>(ns, Some(name), None)?;
-        let command = Command::Delete(target, options, WriteOptions::default());
-        match handlers::apply(&self.state, command).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.code == 404 => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.delete_target(target, options).await
     }
 
     /// Binds a pending pod to a node (`pods/binding`).
@@ -368,11 +366,17 @@ impl Client {
         name: &str,
         options: DeleteOptions,
     ) -> Result<bool, ApiError> {
-        let command = Command::Delete(
-            kind.target(ns, Some(name)),
-            options,
-            WriteOptions::default(),
-        );
+        self.delete_target(kind.target(ns, Some(name)), options)
+            .await
+    }
+
+    /// DELETE of `target`; `Ok(false)` if it was already gone.
+    async fn delete_target(
+        &self,
+        target: Target,
+        options: DeleteOptions,
+    ) -> Result<bool, ApiError> {
+        let command = Command::Delete(target, options, WriteOptions::default());
         match handlers::apply(&self.state, command).await {
             Ok(_) => Ok(true),
             Err(e) if e.code == 404 => Ok(false),
