@@ -144,13 +144,13 @@ impl Containers {
             message: "no status pipe".into(),
         })?;
         let outcome = read_setup_status(stdout);
-        let _ = child.wait(); // stage 1 exits once it has forked PID 1
+        let stage1 = child.wait(); // stage 1 exits once it has forked PID 1
         let pid = outcome.pid.ok_or_else(|| ContainerError::Setup {
             id: spec.id.clone(),
-            message: outcome
-                .error
-                .clone()
-                .unwrap_or_else(|| "setup ended without a PID".into()),
+            message: outcome.error.clone().unwrap_or_else(|| match stage1 {
+                Ok(status) => format!("setup ended without a PID ({status})"),
+                Err(e) => format!("setup ended without a PID (wait: {e})"),
+            }),
         })?;
         if let Some(init) = InitProcess::of(pid) {
             write_atomic(&paths.pid(), &init.render()).map_err(io(&paths.pid(), "write"))?;
