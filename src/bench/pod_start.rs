@@ -45,8 +45,8 @@ pub struct PodStartBench {
     /// The test-image generator.
     #[arg(long, default_value = "tests/image/mkimage.py")]
     mkimage: PathBuf,
-    /// Each skiff pod opens its own netlink handle in the node netns (default: one shared
-    /// handle behind a lock).
+    /// Each skiff pod opens its own netlink handle in the node netns (default: handles are
+    /// reused from a pool, and new ones opened only when all are in use).
     #[arg(long)]
     net_handle_per_pod: bool,
     #[arg(long, default_value = "bench-out/pod-start.json")]
@@ -72,7 +72,7 @@ struct PhaseReport {
     ns: Summary,
     cgroup: Summary,
     net: Summary,
-    net_lock_wait: Summary,
+    net_handle: Summary,
     create: Summary,
     start: Summary,
 }
@@ -337,7 +337,7 @@ impl PhaseReport {
             ns: pick(|p| p.ns),
             cgroup: pick(|p| p.cgroup),
             net: pick(|p| p.net),
-            net_lock_wait: pick(|p| p.net_lock_wait),
+            net_handle: pick(|p| p.net_handle),
             create: pick(|p| p.create),
             start: pick(|p| p.start),
         }
@@ -375,7 +375,7 @@ fn print_report(r: &Report) {
         ("netns+ipc+uts", &a.ns, &b.ns),
         ("cgroup", &a.cgroup, &b.cgroup),
         ("veth+ip", &a.net, &b.net),
-        ("  lock wait", &a.net_lock_wait, &b.net_lock_wait),
+        ("  node handle", &a.net_handle, &b.net_handle),
         ("create", &a.create, &b.create),
         ("start", &a.start, &b.start),
     ] {
