@@ -12,7 +12,7 @@ mod skiff;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Barrier};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
@@ -49,6 +49,10 @@ pub struct PodStartBench {
     /// reused from a pool, and new ones opened only when all are in use).
     #[arg(long)]
     net_handle_per_pod: bool,
+    /// Start each burst at once, without first waiting for the kernel to finish freeing the
+    /// network namespaces of the pods and containers removed before it.
+    #[arg(long)]
+    no_settle: bool,
     #[arg(long, default_value = "bench-out/pod-start.json")]
     json: PathBuf,
     #[arg(long, default_value = "bench-out/pod-start.svg")]
@@ -195,6 +199,7 @@ impl PodStartBench {
 
         eprintln!("burst: {} at once, each system", self.burst);
         let first = self.count + 100;
+        self.settle("skiff burst");
         let (skiff_total, skiff_burst) = burst(self.burst, |j| {
             start_skiff_pod(&node, first + j, &["/bin/sleep", "1000"])
         })?;
@@ -202,6 +207,7 @@ impl PodStartBench {
         drop(skiff_burst); // teardown of every pod, not timed
         let mut oci_bursts = Vec::new();
         for oci in &baselines {
+            self.settle(&format!("{} burst", oci.name));
             let result = burst(self.burst, |j| oci.run_detached("burst", j, true));
             oci.delete_all()?;
             oci_bursts.push(result?);
@@ -252,6 +258,39 @@ impl PodStartBench {
             systems,
         })
     }
+}
+
+impl PodStartBench {
+    /// Waits until the kernel has freed the network namespaces of what was removed before
+    /// (each pod's or container's netns is destroyed by a kernel worker that holds the rtnl
+    /// lock while it unregisters the devices, which a burst then waits for), so that each
+    /// system's burst starts from the same quiet kernel rather than in the previous one's wake.
+    fn settle(&self, what: &str) {
+        if self.no_settle {
+            return;
+        }
+        let began = Instant::now();
+        let deadline = began + Duration::from_secs(20);
+        let mut last = live_netns();
+        let mut steady = 0;
+        while steady < 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = live_netns();
+            steady = if now == last { steady + 1 } else { 0 };
+            last = now;
+        }
+        eprintln!(
+            "before the {what}: {:.0} ms for freed network namespaces to settle",
+            began.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// Network namespaces the kernel holds (live or not yet freed), from /proc/slabinfo.
+fn live_netns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("net_namespace "))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// One sequential start of each baseline, both ways: `run` (to exit) and `run -d` (to return).

@@ -25,7 +25,7 @@ const GATEWAY: &str = "10.244.0.1";
 /// Where one pod's time went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Phases {
-    /// Pinning the net, IPC and UTS namespaces (hostname set).
+    /// Pinning the net, IPC and UTS namespaces (hostname set, pod-side netlink socket open).
     pub ns: f64,
     pub cgroup: f64,
     /// veth with its peer in the pod netns, address, routes.
@@ -227,16 +227,21 @@ pub fn start_skiff_pod<'a>(node: &'a Node, index: u32, args: &[&str]) -> Result<
     let mut lap = Lap(Instant::now());
 
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for kind in [NsKind::Net, NsKind::Ipc, NsKind::Uts] {
-        let path = dir.join(kind.proc_name());
-        let hostname = name.clone();
-        PinnedNs::create(kind, &path, move || match kind {
-            NsKind::Uts => rustix::system::sethostname(hostname.as_bytes()).map_err(Into::into),
-            _ => Ok(()),
-        })
-        .with_context(|| format!("pinning the {kind} namespace of {name}"))?;
-        pod.pins.push(path);
-    }
+    let pins: Vec<_> = [NsKind::Net, NsKind::Ipc, NsKind::Uts]
+        .into_iter()
+        .map(|kind| (kind, dir.join(kind.proc_name())))
+        .collect();
+    // One helper thread makes all three, sets the hostname and opens the pod-side netlink
+    // socket inside the new netns.
+    let mut pod_handle = None;
+    PinnedNs::create_all(&pins, || {
+        rustix::system::sethostname(name.as_bytes())?;
+        pod_handle = Some(NetHandle::current(name.clone()).map_err(std::io::Error::other)?);
+        Ok(())
+    })
+    .with_context(|| format!("pinning the namespaces of {name}"))?;
+    pod.pins = pins.into_iter().map(|(_, path)| path).collect();
+    let mut pod_handle = pod_handle.context("no netlink handle in the pod netns")?;
     phases.ns = lap.ms();
 
     let cg = node
@@ -257,7 +262,6 @@ pub fn start_skiff_pod<'a>(node: &'a Node, index: u32, args: &[&str]) -> Result<
     pod.veth = Some(iface.host_ifname.clone());
     // The pod-side handle outside the lock; only the node-side requests share the bridge handle.
     let net_fd = PinnedNs::open(dir.join("net"))?;
-    let mut pod_handle = NetHandle::in_netns(net_fd.as_fd(), name.clone())?;
     let taken = Instant::now();
     let mut handle = if node.handle_per_pod {
         node.open_handle()?
