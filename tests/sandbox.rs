@@ -196,6 +196,7 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_detected() {
         matches!(status.state, State::Exited(e) if e.signal == libc::SIGKILL),
         "{status:?}"
     );
+    assert_eq!(status.reason.as_deref(), Some("OOMKilled"), "{status:?}");
     let cgroup = pods.sandboxes.cgroup("hog").unwrap();
     let below = Parent::Below(format!("{}/pod-hog", pods.cgroup_parent).into());
     let container_cgroup = CgroupFs::detect().unwrap().open(&below, "dd").unwrap();

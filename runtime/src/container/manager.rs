@@ -39,6 +39,9 @@ pub struct ContainerStatus {
     pub pid: Option<i32>,
     /// Nanoseconds since the epoch when the workload was started.
     pub started_ns: Option<u128>,
+    /// Why an exited container ended, as Kubernetes names it: `OOMKilled` when it was killed
+    /// and its cgroup counted an OOM kill (v2 `memory.events`, v1 `memory.oom_control`).
+    pub reason: Option<String>,
 }
 
 /// The containers under one state root.
@@ -243,12 +246,35 @@ impl Containers {
             (None, false) => State::Exited(self.record_killed(&paths)),
         };
         let pid = if alive { init.map(|i| i.pid) } else { None };
+        let reason = match &state {
+            State::Exited(exit) => self.reason(id, &paths, exit),
+            _ => None,
+        };
         Ok(ContainerStatus {
             id: id.into(),
             state,
             pid,
             started_ns,
+            reason,
         })
+    }
+
+    /// The reason an exited container ended, recorded in its state directory on first look
+    /// (the cgroup that tells may be removed with the pod afterwards).
+    fn reason(&self, id: &str, paths: &StatePaths, exit: &ExitStatus) -> Option<String> {
+        if let Ok(text) = std::fs::read_to_string(paths.reason()) {
+            return Some(text.trim().to_string()).filter(|r| !r.is_empty());
+        }
+        if exit.signal != libc::SIGKILL {
+            return None;
+        }
+        let spec = self.spec(id).ok()?;
+        let dirs = spec.cgroup_procs.iter().filter_map(|p| p.parent());
+        if !dirs.into_iter().any(counted_oom_kill) {
+            return None;
+        }
+        let _ = write_atomic(&paths.reason(), "OOMKilled\n");
+        Some("OOMKilled".into())
     }
 
     fn record_killed(&self, paths: &StatePaths) -> ExitStatus {
@@ -368,6 +394,18 @@ impl Containers {
         }
         self.status(id)
     }
+}
+
+/// Whether the cgroup at `dir` counted an OOM kill: `oom_kill N` in v2 `memory.events` or v1
+/// `memory.oom_control` (whichever hierarchy serves memory has it).
+fn counted_oom_kill(dir: &Path) -> bool {
+    ["memory.events", "memory.oom_control"].iter().any(|file| {
+        std::fs::read_to_string(dir.join(file)).is_ok_and(|text| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+        })
+    })
 }
 
 fn describe(state: &State) -> String {
