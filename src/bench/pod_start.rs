@@ -49,6 +49,10 @@ pub struct PodStartBench {
     /// reused from a pool, and new ones opened only when all are in use).
     #[arg(long)]
     net_handle_per_pod: bool,
+    /// Pod networks (netns + veth on the bridge) made ahead for a second skiff burst, as a node
+    /// would keep a pool refilled in the background; 0: no pooled burst.
+    #[arg(long, default_value_t = 50)]
+    pool: u32,
     /// Start each burst at once, without first waiting for the kernel to finish freeing the
     /// network namespaces of the pods and containers removed before it.
     #[arg(long)]
@@ -95,11 +99,26 @@ struct Report {
     ratio_p50_vs_crun_detached: Option<f64>,
     /// skiff burst total / crun burst total (the goal: ≤ 0.7).
     ratio_burst_vs_crun: Option<f64>,
+    /// A second skiff burst whose pod networks came from a pool made ahead (`--pool`).
+    pooled_burst: Option<PooledBurst>,
+    /// That burst's total / crun burst total.
+    ratio_pooled_burst_vs_crun: Option<f64>,
     /// What entering crun's cgroup-view mount namespace with `nsenter` adds to each crun start
     /// (included in the crun figures above; 0 when not needed).
     crun_nsenter_overhead_ms: f64,
     /// skiff p50 / (`crun run` p50 − that overhead): the conservative ratio.
     ratio_p50_vs_crun_run_less_nsenter: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct PooledBurst {
+    /// Pod networks made ahead (not timed).
+    pool: u32,
+    /// Pods of the burst that got one (the rest made theirs, cold).
+    from_pool: usize,
+    total_ms: f64,
+    each: Summary,
+    phases: PhaseReport,
 }
 
 /// How many starts of each system run first, unrecorded.
@@ -172,7 +191,7 @@ impl PodStartBench {
         }
         eprintln!("warm-up: {WARMUP} starts of each system");
         for i in 0..WARMUP {
-            drop(start_skiff_pod(&node, 60_000 + i, &["/bin/true"])?);
+            drop(start_skiff_pod(&node, 60_000 + i, &["/bin/true"], false)?);
             for oci in &baselines {
                 oci.run_true(i + 60_000)?;
                 oci.run_detached("warm", i, false)?;
@@ -189,7 +208,7 @@ impl PodStartBench {
             if i % 2 == 1 {
                 time_baselines(&baselines, i, &mut run_seq, &mut detached_seq)?;
             }
-            let (pod, phases) = start_skiff_pod(&node, i, &["/bin/true"])?;
+            let (pod, phases) = start_skiff_pod(&node, i, &["/bin/true"], false)?;
             drop(pod); // teardown, not timed
             skiff_seq.push(phases);
             if i % 2 == 0 {
@@ -201,10 +220,29 @@ impl PodStartBench {
         let first = self.count + 100;
         self.settle("skiff burst");
         let (skiff_total, skiff_burst) = burst(self.burst, |j| {
-            start_skiff_pod(&node, first + j, &["/bin/sleep", "1000"])
+            start_skiff_pod(&node, first + j, &["/bin/sleep", "1000"], false)
         })?;
         let skiff_burst_phases: Vec<Phases> = skiff_burst.iter().map(|((_, p), _)| *p).collect();
         drop(skiff_burst); // teardown of every pod, not timed
+        let mut pooled = None;
+        if self.pool > 0 {
+            self.settle("skiff burst with pooled networks");
+            let filled = Instant::now();
+            node.fill_pool(self.pool as usize)?;
+            eprintln!(
+                "netns pool: {} pod networks made ahead in {:.0} ms (not timed)",
+                self.pool,
+                filled.elapsed().as_secs_f64() * 1e3
+            );
+            self.settle("skiff burst with pooled networks");
+            let first = first + self.burst;
+            let (total, pods) = burst(self.burst, |j| {
+                start_skiff_pod(&node, first + j, &["/bin/sleep", "1000"], true)
+            })?;
+            let phases: Vec<Phases> = pods.iter().map(|((_, p), _)| *p).collect();
+            drop(pods);
+            pooled = Some((total, phases));
+        }
         let mut oci_bursts = Vec::new();
         for oci in &baselines {
             self.settle(&format!("{} burst", oci.name));
@@ -253,6 +291,17 @@ impl PodStartBench {
             ratio_p50_vs_crun_run: ratio(find("crun run"), p50),
             ratio_p50_vs_crun_detached: ratio(find("crun run -d"), p50),
             ratio_burst_vs_crun: ratio(find("crun run -d"), total),
+            ratio_pooled_burst_vs_crun: pooled
+                .as_ref()
+                .zip(find("crun run -d").and_then(total))
+                .map(|((t, _), crun)| t / crun),
+            pooled_burst: pooled.map(|(total_ms, phases)| PooledBurst {
+                pool: self.pool,
+                from_pool: phases.iter().filter(|p| p.pooled).count(),
+                total_ms,
+                each: summarize(&phases.iter().map(Phases::total).collect::<Vec<_>>()),
+                phases: PhaseReport::of(&phases),
+            }),
             skiff_phases_sequential: PhaseReport::of(&skiff_seq),
             skiff_phases_burst: PhaseReport::of(&skiff_burst_phases),
             systems,
@@ -408,18 +457,40 @@ fn print_report(r: &Report) {
             s.name, q.p50, q.p90, q.p99, q.max
         );
     }
-    println!("skiff phases, p50 / p90 (sequential | burst):");
-    let (a, b) = (&r.skiff_phases_sequential, &r.skiff_phases_burst);
-    for (name, x, y) in [
-        ("netns+ipc+uts", &a.ns, &b.ns),
-        ("cgroup", &a.cgroup, &b.cgroup),
-        ("veth+ip", &a.net, &b.net),
-        ("  node handle", &a.net_handle, &b.net_handle),
-        ("create", &a.create, &b.create),
-        ("start", &a.start, &b.start),
-    ] {
+    if let Some(p) = &r.pooled_burst {
         println!(
-            "  {name:<14} {:>7.2} / {:>7.2}   | {:>7.2} / {:>7.2}",
+            "{:<14} {:>8} {:>8} {:>8} {:>8}   {:>11.1} {:>12.1}   ({} of {} networks from a pool of {})",
+            "skiff pooled",
+            "-",
+            "-",
+            "-",
+            "-",
+            p.total_ms,
+            p.each.p50,
+            p.from_pool,
+            r.burst,
+            p.pool
+        );
+    }
+    println!("skiff phases, p50 / p90 (sequential | burst | burst, pooled networks):");
+    let (a, b) = (&r.skiff_phases_sequential, &r.skiff_phases_burst);
+    let c = r.pooled_burst.as_ref().map(|p| &p.phases);
+    type Pick = fn(&PhaseReport) -> &Summary;
+    let rows: [(&str, Pick); 6] = [
+        ("netns+ipc+uts", |p| &p.ns),
+        ("cgroup", |p| &p.cgroup),
+        ("veth+ip", |p| &p.net),
+        ("  node handle", |p| &p.net_handle),
+        ("create", |p| &p.create),
+        ("start", |p| &p.start),
+    ];
+    for (name, pick) in rows {
+        let (x, y) = (pick(a), pick(b));
+        let z = c.map_or(String::new(), |c| {
+            format!("   | {:>7.2} / {:>7.2}", pick(c).p50, pick(c).p90)
+        });
+        println!(
+            "  {name:<14} {:>7.2} / {:>7.2}   | {:>7.2} / {:>7.2}{z}",
             x.p50, x.p90, y.p50, y.p90
         );
     }
@@ -446,6 +517,12 @@ fn print_report(r: &Report) {
         "skiff burst / crun run -d burst (goal ≤ 0.7)",
         r.ratio_burst_vs_crun,
     );
+    if r.pooled_burst.is_some() {
+        show(
+            "skiff burst, pooled networks / crun run -d burst",
+            r.ratio_pooled_burst_vs_crun,
+        );
+    }
 }
 
 fn write_outputs(json: &Path, plot: &Path, report: &Report) -> Result<()> {

@@ -37,6 +37,8 @@ pub struct Phases {
     pub create: f64,
     /// Until the workload has exec'd.
     pub start: f64,
+    /// The pod's network came from the node's pool (only its address and route were added).
+    pub pooled: bool,
 }
 
 impl Phases {
@@ -62,6 +64,18 @@ pub struct Node {
     handles: Mutex<Vec<NetHandle>>,
     /// Each pod opens its own netlink handle in the node netns instead of reusing one.
     handle_per_pod: bool,
+    /// Pod networks made ahead of need ([`Node::fill_pool`]), taken by pooled starts.
+    pool: Mutex<Vec<PooledNet>>,
+    pooled_made: std::sync::atomic::AtomicU32,
+}
+
+/// A pod network made ahead of need, as a node would keep a few ready and refill them in the
+/// background: a pinned netns with `lo` up, a veth on the bridge (peer `eth0` inside), and a
+/// netlink handle open inside it. A pod that takes one only adds its address and route.
+pub struct PooledNet {
+    pin: PathBuf,
+    host_ifname: String,
+    handle: NetHandle,
 }
 
 impl Node {
@@ -98,11 +112,21 @@ impl Node {
             node_pin,
             handles: Mutex::new(vec![bridge]),
             handle_per_pod,
+            pool: Mutex::new(Vec::new()),
+            pooled_made: Default::default(),
         })
     }
 
-    /// A container running `args` in the pod whose pins are under `pod_dir`.
-    fn spec(&self, id: &str, args: &[&str], pod_dir: &Path, cg: &Cgroup) -> ContainerSpec {
+    /// A container running `args` in the pod whose IPC and UTS pins are under `pod_dir`, and
+    /// whose network namespace is pinned at `net`.
+    fn spec(
+        &self,
+        id: &str,
+        args: &[&str],
+        pod_dir: &Path,
+        net: &Path,
+        cg: &Cgroup,
+    ) -> ContainerSpec {
         use container::NsKind as Join;
         ContainerSpec {
             id: id.into(),
@@ -110,7 +134,7 @@ impl Node {
             readonly_rootfs: false,
             process: ProcessSpec::new(args, &["PATH=/bin", "HOME=/root"]),
             join: vec![
-                (Join::Net, pod_dir.join("net")),
+                (Join::Net, net.to_path_buf()),
                 (Join::Ipc, pod_dir.join("ipc")),
                 (Join::Uts, pod_dir.join("uts")),
             ],
@@ -150,11 +174,66 @@ impl Node {
             free.push(handle);
         }
     }
+
+    /// Makes pod networks until `n` are ready (not timed: a node does this in the background).
+    pub fn fill_pool(&self, n: usize) -> Result<()> {
+        let dir = self.pins.join("pool");
+        std::fs::create_dir_all(&dir)?;
+        while self.pool.lock().map_or(n, |p| p.len()) < n {
+            let k = self
+                .pooled_made
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let pin = dir.join(format!("net-{k}"));
+            let mut handle = None;
+            PinnedNs::create_all(&[(NsKind::Net, pin.clone())], || {
+                handle =
+                    Some(NetHandle::current(format!("pool-{k}")).map_err(std::io::Error::other)?);
+                Ok(())
+            })?;
+            let host_ifname = format!("vp{k}");
+            let made = (|| -> Result<NetHandle> {
+                let mut handle = handle.context("no netlink handle in the pooled netns")?;
+                let fd = PinnedNs::open(&pin)?;
+                let mut node = self.take_handle()?;
+                let added =
+                    node.add_pod_link(fd.as_fd(), &mut handle, &host_ifname, BRIDGE, "eth0");
+                self.give_handle(node);
+                added?;
+                Ok(handle)
+            })();
+            match made {
+                Ok(handle) => self
+                    .pool
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the pool is poisoned"))?
+                    .push(PooledNet {
+                        pin,
+                        host_ifname,
+                        handle,
+                    }),
+                Err(e) => {
+                    let _ = PinnedNs::remove(&pin);
+                    return Err(e.context("filling the netns pool"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn take_pooled(&self) -> Option<PooledNet> {
+        self.pool.lock().ok()?.pop()
+    }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
         // The bridge and every veth end left in the node netns go with its last reference.
+        if let Ok(mut pool) = self.pool.lock() {
+            for pooled in pool.drain(..) {
+                let _ = PinnedNs::remove(&pooled.pin);
+            }
+        }
+        let _ = std::fs::remove_dir(self.pins.join("pool"));
         let _ = PinnedNs::remove(&self.node_pin);
         if let Ok(cg) = self.cgroups.open(&Parent::Own, &self.parent) {
             let _ = cg.kill();
@@ -210,9 +289,15 @@ impl Drop for Pod<'_> {
 }
 
 /// Creates pod number `index` (its address is derived from it) running `args`, and returns
-/// once the workload has exec'd, with the time each phase took. On failure everything made so
-/// far is undone.
-pub fn start_skiff_pod<'a>(node: &'a Node, index: u32, args: &[&str]) -> Result<(Pod<'a>, Phases)> {
+/// once the workload has exec'd, with the time each phase took. With `pooled`, the pod's
+/// network comes from the node's pool when one is ready. On failure everything made so far is
+/// undone.
+pub fn start_skiff_pod<'a>(
+    node: &'a Node,
+    index: u32,
+    args: &[&str],
+    pooled: bool,
+) -> Result<(Pod<'a>, Phases)> {
     let name = format!("pod{index}");
     let dir = node.pins.join(&name);
     let mut pod = Pod {
@@ -227,21 +312,40 @@ pub fn start_skiff_pod<'a>(node: &'a Node, index: u32, args: &[&str]) -> Result<
     let mut lap = Lap(Instant::now());
 
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let pins: Vec<_> = [NsKind::Net, NsKind::Ipc, NsKind::Uts]
+    let from_pool = if pooled { node.take_pooled() } else { None };
+    phases.pooled = from_pool.is_some();
+    let mut pins: Vec<_> = [NsKind::Ipc, NsKind::Uts]
         .into_iter()
         .map(|kind| (kind, dir.join(kind.proc_name())))
         .collect();
-    // One helper thread makes all three, sets the hostname and opens the pod-side netlink
-    // socket inside the new netns.
-    let mut pod_handle = None;
-    PinnedNs::create_all(&pins, || {
+    if from_pool.is_none() {
+        pins.insert(0, (NsKind::Net, dir.join("net")));
+    }
+    // One helper thread makes them, sets the hostname and (for a new netns) opens the
+    // pod-side netlink socket inside it.
+    let cold = from_pool.is_none();
+    let mut new_handle = None;
+    let pinned = PinnedNs::create_all(&pins, || {
         rustix::system::sethostname(name.as_bytes())?;
-        pod_handle = Some(NetHandle::current(name.clone()).map_err(std::io::Error::other)?);
+        if cold {
+            new_handle = Some(NetHandle::current(name.clone()).map_err(std::io::Error::other)?);
+        }
         Ok(())
-    })
-    .with_context(|| format!("pinning the namespaces of {name}"))?;
-    pod.pins = pins.into_iter().map(|(_, path)| path).collect();
-    let mut pod_handle = pod_handle.context("no netlink handle in the pod netns")?;
+    });
+    let (net_pin, pooled_handle, pooled_veth) = match from_pool {
+        Some(p) => {
+            // Owned by the pod from here: its teardown removes the pin and the veth.
+            pod.pins.push(p.pin.clone());
+            pod.veth = Some(p.host_ifname.clone());
+            (p.pin, Some(p.handle), true)
+        }
+        None => (dir.join("net"), None, false),
+    };
+    pinned.with_context(|| format!("pinning the namespaces of {name}"))?;
+    pod.pins.extend(pins.into_iter().map(|(_, path)| path));
+    let mut pod_handle = pooled_handle
+        .or(new_handle)
+        .context("no netlink handle in the pod netns")?;
     phases.ns = lap.ms();
 
     let cg = node
@@ -259,9 +363,10 @@ pub fn start_skiff_pod<'a>(node: &'a Node, index: u32, args: &[&str]) -> Result<
         address: format!("10.244.{}.{}/16", (pod_ip >> 8) & 0xff, pod_ip & 0xff).parse()?,
         gateway: GATEWAY.parse()?,
     };
-    pod.veth = Some(iface.host_ifname.clone());
-    // The pod-side handle outside the lock; only the node-side requests share the bridge handle.
-    let net_fd = PinnedNs::open(dir.join("net"))?;
+    if !pooled_veth {
+        pod.veth = Some(iface.host_ifname.clone());
+    }
+    let net_fd = PinnedNs::open(&net_pin)?;
     let taken = Instant::now();
     let mut handle = if node.handle_per_pod {
         node.open_handle()?
@@ -269,9 +374,12 @@ pub fn start_skiff_pod<'a>(node: &'a Node, index: u32, args: &[&str]) -> Result<
         node.take_handle()?
     };
     phases.net_handle = taken.elapsed().as_secs_f64() * 1e3;
-    let added = handle
-        .add_pod_interface(net_fd.as_fd(), &mut pod_handle, &iface)
-        .with_context(|| format!("adding the interface of {name}"));
+    let added = if pooled_veth {
+        handle.configure_pod_interface(net_fd.as_fd(), &mut pod_handle, &iface)
+    } else {
+        handle.add_pod_interface(net_fd.as_fd(), &mut pod_handle, &iface)
+    }
+    .with_context(|| format!("adding the interface of {name}"));
     if !node.handle_per_pod {
         node.give_handle(handle);
     }
@@ -279,7 +387,7 @@ pub fn start_skiff_pod<'a>(node: &'a Node, index: u32, args: &[&str]) -> Result<
     phases.net = lap.ms();
 
     let id = format!("{name}-c0");
-    let spec = node.spec(&id, args, &dir, &cg);
+    let spec = node.spec(&id, args, &dir, &net_pin, &cg);
     node.containers
         .create(&spec)
         .with_context(|| format!("creating container {id}"))?;
