@@ -441,6 +441,9 @@ struct SetupOutcome {
     error: Option<String>,
 }
 
+/// Reads the setup status pipe: `pid N` from stage 1 and `ready` from the container's init,
+/// in either order (stage 1 can be descheduled between its fork and its write long enough for
+/// init to start), or `error: …` from either.
 fn read_setup_status(stdout: impl Read) -> SetupOutcome {
     let mut outcome = SetupOutcome::default();
     for line in BufReader::new(stdout).lines() {
@@ -449,9 +452,11 @@ fn read_setup_status(stdout: impl Read) -> SetupOutcome {
             outcome.pid = pid.trim().parse().ok();
         } else if line == "ready" {
             outcome.ready = true;
-            break;
         } else if let Some(error) = line.strip_prefix("error: ") {
             outcome.error = Some(error.to_string());
+            break;
+        }
+        if outcome.ready && outcome.pid.is_some() {
             break;
         }
     }
@@ -549,4 +554,24 @@ fn install_init(root: &Path) -> Result<PathBuf, ContainerError> {
 fn to_json(value: &impl serde::Serialize) -> String {
     // Plain data types: serialising them cannot fail.
     serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_status_takes_pid_and_ready_in_either_order() {
+        for text in ["pid 42\nready\n", "ready\npid 42\n"] {
+            let outcome = read_setup_status(text.as_bytes());
+            assert_eq!((outcome.pid, outcome.ready), (Some(42), true), "{text:?}");
+            assert_eq!(outcome.error, None);
+        }
+        let failed = read_setup_status("pid 42\nerror: mount overlay: EINVAL\n".as_bytes());
+        assert_eq!(failed.pid, Some(42));
+        assert!(!failed.ready);
+        assert_eq!(failed.error.as_deref(), Some("mount overlay: EINVAL"));
+        let silent = read_setup_status("".as_bytes());
+        assert_eq!((silent.pid, silent.ready), (None, false));
+    }
 }
