@@ -64,16 +64,18 @@ pub struct Node {
     handles: Mutex<Vec<NetHandle>>,
     /// Each pod opens its own netlink handle in the node netns instead of reusing one.
     handle_per_pod: bool,
-    /// Pod networks made ahead of need ([`Node::fill_pool`]), taken by pooled starts.
-    pool: Mutex<Vec<PooledNet>>,
+    /// Pod namespaces made ahead of need ([`Node::fill_pool`]), taken by pooled starts.
+    pool: Mutex<Vec<PooledNs>>,
     pooled_made: std::sync::atomic::AtomicU32,
 }
 
-/// A pod network made ahead of need, as a node would keep a few ready and refill them in the
-/// background: a pinned netns with `lo` up, a veth on the bridge (peer `eth0` inside), and a
-/// netlink handle open inside it. A pod that takes one only adds its address and route.
-pub struct PooledNet {
-    pin: PathBuf,
+/// A pod's namespaces made ahead of need, as a node would keep a few ready and refill them in
+/// the background: pinned net, IPC and UTS namespaces, the netns with `lo` up, a veth on the
+/// bridge (peer `eth0` inside) and a netlink handle open inside it. A pod that takes one only
+/// sets its hostname and adds its address and route.
+pub struct PooledNs {
+    /// Net, IPC, UTS.
+    pins: [PathBuf; 3],
     host_ifname: String,
     handle: NetHandle,
 }
@@ -117,27 +119,19 @@ impl Node {
         })
     }
 
-    /// A container running `args` in the pod whose IPC and UTS pins are under `pod_dir`, and
-    /// whose network namespace is pinned at `net`.
-    fn spec(
-        &self,
-        id: &str,
-        args: &[&str],
-        pod_dir: &Path,
-        net: &Path,
-        cg: &Cgroup,
-    ) -> ContainerSpec {
+    /// A container running `args` in the pod whose net, IPC and UTS namespaces are pinned at
+    /// `pins`.
+    fn spec(&self, id: &str, args: &[&str], pins: &[PathBuf], cg: &Cgroup) -> ContainerSpec {
         use container::NsKind as Join;
         ContainerSpec {
             id: id.into(),
             layers: self.layers.clone(),
             readonly_rootfs: false,
             process: ProcessSpec::new(args, &["PATH=/bin", "HOME=/root"]),
-            join: vec![
-                (Join::Net, net.to_path_buf()),
-                (Join::Ipc, pod_dir.join("ipc")),
-                (Join::Uts, pod_dir.join("uts")),
-            ],
+            join: [Join::Net, Join::Ipc, Join::Uts]
+                .into_iter()
+                .zip(pins.iter().cloned())
+                .collect(),
             cgroup_procs: cg
                 .nodes()
                 .iter()
@@ -175,7 +169,8 @@ impl Node {
         }
     }
 
-    /// Makes pod networks until `n` are ready (not timed: a node does this in the background).
+    /// Makes pod namespaces until `n` are ready (not timed: a node does this in the
+    /// background).
     pub fn fill_pool(&self, n: usize) -> Result<()> {
         let dir = self.pins.join("pool");
         std::fs::create_dir_all(&dir)?;
@@ -183,9 +178,12 @@ impl Node {
             let k = self
                 .pooled_made
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let pin = dir.join(format!("net-{k}"));
+            let kinds = [NsKind::Net, NsKind::Ipc, NsKind::Uts];
+            let pins = kinds.map(|kind| dir.join(format!("{kind}-{k}")));
+            let pin = pins[0].clone();
             let mut handle = None;
-            PinnedNs::create_all(&[(NsKind::Net, pin.clone())], || {
+            let to_make: Vec<_> = kinds.into_iter().zip(pins.iter().cloned()).collect();
+            PinnedNs::create_all(&to_make, || {
                 handle =
                     Some(NetHandle::current(format!("pool-{k}")).map_err(std::io::Error::other)?);
                 Ok(())
@@ -206,21 +204,23 @@ impl Node {
                     .pool
                     .lock()
                     .map_err(|_| anyhow::anyhow!("the pool is poisoned"))?
-                    .push(PooledNet {
-                        pin,
+                    .push(PooledNs {
+                        pins,
                         host_ifname,
                         handle,
                     }),
                 Err(e) => {
-                    let _ = PinnedNs::remove(&pin);
-                    return Err(e.context("filling the netns pool"));
+                    for pin in &pins {
+                        let _ = PinnedNs::remove(pin);
+                    }
+                    return Err(e.context("filling the namespace pool"));
                 }
             }
         }
         Ok(())
     }
 
-    fn take_pooled(&self) -> Option<PooledNet> {
+    fn take_pooled(&self) -> Option<PooledNs> {
         self.pool.lock().ok()?.pop()
     }
 }
@@ -229,8 +229,8 @@ impl Drop for Node {
     fn drop(&mut self) {
         // The bridge and every veth end left in the node netns go with its last reference.
         if let Ok(mut pool) = self.pool.lock() {
-            for pooled in pool.drain(..) {
-                let _ = PinnedNs::remove(&pooled.pin);
+            for pin in pool.drain(..).flat_map(|p| p.pins) {
+                let _ = PinnedNs::remove(&pin);
             }
         }
         let _ = std::fs::remove_dir(self.pins.join("pool"));
@@ -314,38 +314,38 @@ pub fn start_skiff_pod<'a>(
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let from_pool = if pooled { node.take_pooled() } else { None };
     phases.pooled = from_pool.is_some();
-    let mut pins: Vec<_> = [NsKind::Ipc, NsKind::Uts]
-        .into_iter()
-        .map(|kind| (kind, dir.join(kind.proc_name())))
-        .collect();
-    if from_pool.is_none() {
-        pins.insert(0, (NsKind::Net, dir.join("net")));
-    }
-    // One helper thread makes them, sets the hostname and (for a new netns) opens the
-    // pod-side netlink socket inside it.
-    let cold = from_pool.is_none();
-    let mut new_handle = None;
-    let pinned = PinnedNs::create_all(&pins, || {
-        rustix::system::sethostname(name.as_bytes())?;
-        if cold {
-            new_handle = Some(NetHandle::current(name.clone()).map_err(std::io::Error::other)?);
-        }
-        Ok(())
-    });
-    let (net_pin, pooled_handle, pooled_veth) = match from_pool {
+    let (pins, mut pod_handle, pooled_veth) = match from_pool {
         Some(p) => {
-            // Owned by the pod from here: its teardown removes the pin and the veth.
-            pod.pins.push(p.pin.clone());
-            pod.veth = Some(p.host_ifname.clone());
-            (p.pin, Some(p.handle), true)
+            // Owned by the pod from here: its teardown removes the pins and the veth.
+            pod.pins = p.pins.to_vec();
+            pod.veth = Some(p.host_ifname);
+            let uts = PinnedNs::open(&p.pins[2])?;
+            ns::in_ns(uts.as_fd(), NsKind::Uts, || {
+                rustix::system::sethostname(name.as_bytes())
+            })?
+            .with_context(|| format!("setting the hostname of {name}"))?;
+            (p.pins.to_vec(), p.handle, true)
         }
-        None => (dir.join("net"), None, false),
+        None => {
+            let pins: Vec<_> = [NsKind::Net, NsKind::Ipc, NsKind::Uts]
+                .into_iter()
+                .map(|kind| (kind, dir.join(kind.proc_name())))
+                .collect();
+            // One helper thread makes all three, sets the hostname and opens the pod-side
+            // netlink socket inside the new netns.
+            let mut handle = None;
+            PinnedNs::create_all(&pins, || {
+                rustix::system::sethostname(name.as_bytes())?;
+                handle = Some(NetHandle::current(name.clone()).map_err(std::io::Error::other)?);
+                Ok(())
+            })
+            .with_context(|| format!("pinning the namespaces of {name}"))?;
+            pod.pins = pins.into_iter().map(|(_, path)| path).collect();
+            let handle = handle.context("no netlink handle in the pod netns")?;
+            (pod.pins.clone(), handle, false)
+        }
     };
-    pinned.with_context(|| format!("pinning the namespaces of {name}"))?;
-    pod.pins.extend(pins.into_iter().map(|(_, path)| path));
-    let mut pod_handle = pooled_handle
-        .or(new_handle)
-        .context("no netlink handle in the pod netns")?;
+    let net_pin = pins[0].clone();
     phases.ns = lap.ms();
 
     let cg = node
@@ -387,7 +387,7 @@ pub fn start_skiff_pod<'a>(
     phases.net = lap.ms();
 
     let id = format!("{name}-c0");
-    let spec = node.spec(&id, args, &dir, &net_pin, &cg);
+    let spec = node.spec(&id, args, &pins, &cg);
     node.containers
         .create(&spec)
         .with_context(|| format!("creating container {id}"))?;
