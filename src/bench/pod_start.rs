@@ -310,10 +310,10 @@ impl PodStartBench {
 }
 
 impl PodStartBench {
-    /// Waits until the kernel has freed the network namespaces of what was removed before
-    /// (each pod's or container's netns is destroyed by a kernel worker that holds the rtnl
-    /// lock while it unregisters the devices, which a burst then waits for), so that each
-    /// system's burst starts from the same quiet kernel rather than in the previous one's wake.
+    /// Waits until the kernel has freed the network namespaces and cgroups of what was removed
+    /// before (kernel workers destroy them, holding the rtnl lock and cgroup_mutex that a
+    /// burst then waits for), so that each system's burst starts from the same quiet kernel
+    /// rather than in the previous one's wake.
     fn settle(&self, what: &str) {
         if self.no_settle {
             return;
@@ -322,24 +322,32 @@ impl PodStartBench {
         let deadline = began + Duration::from_secs(20);
         let mut last = live_netns();
         let mut steady = 0;
-        while steady < 4 && Instant::now() < deadline {
+        while steady < 6 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
             let now = live_netns();
             steady = if now == last { steady + 1 } else { 0 };
             last = now;
         }
         eprintln!(
-            "before the {what}: {:.0} ms for freed network namespaces to settle",
+            "before the {what}: {:.0} ms for freed network namespaces and cgroups to settle",
             began.elapsed().as_secs_f64() * 1e3
         );
     }
 }
 
-/// Network namespaces the kernel holds (live or not yet freed), from /proc/slabinfo.
-fn live_netns() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("net_namespace "))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// What the kernel still holds of removed pods: network namespaces (/proc/slabinfo) and
+/// cgroups not yet freed (/proc/cgroups `num_cgroups` per hierarchy).
+fn live_netns() -> Option<(u64, u64)> {
+    let slab = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    let line = slab.lines().find(|l| l.starts_with("net_namespace "))?;
+    let netns = line.split_whitespace().nth(1)?.parse().ok()?;
+    let cgroups = std::fs::read_to_string("/proc/cgroups").ok()?;
+    let cgroups = cgroups
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum();
+    Some((netns, cgroups))
 }
 
 /// One sequential start of each baseline, both ways: `run` (to exit) and `run -d` (to return).
