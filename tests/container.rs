@@ -182,6 +182,7 @@ fn stop_sends_the_stop_signal_then_escalates_to_sigkill() {
         matches!(status.state, State::Exited(e) if e.signal == libc::SIGKILL),
         "{status:?}"
     );
+    assert_eq!(status.reason, None, "killed by stop, not by the OOM killer");
     node.containers.remove("stubborn").unwrap();
     assert!(matches!(
         node.containers.status("stubborn"),

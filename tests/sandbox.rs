@@ -196,6 +196,7 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_detected() {
         matches!(status.state, State::Exited(e) if e.signal == libc::SIGKILL),
         "{status:?}"
     );
+    assert_eq!(status.reason.as_deref(), Some("OOMKilled"), "{status:?}");
     let cgroup = pods.sandboxes.cgroup("hog").unwrap();
     let below = Parent::Below(format!("{}/pod-hog", pods.cgroup_parent).into());
     let container_cgroup = CgroupFs::detect().unwrap().open(&below, "dd").unwrap();
@@ -209,6 +210,48 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_detected() {
         log.is_empty() || log.iter().all(|l| !l.text.contains("records out")),
         "dd never finished: {log:?}"
     );
+}
+
+#[test]
+fn a_container_starts_in_its_cgroups_and_its_cgroup_namespace_is_rooted_there() {
+    if !ready() {
+        return;
+    }
+    let mut pods = Pods::new("cgjoin");
+    pods.pod("cg", "10.244.0.5", Resources::default());
+    let args = ["sh", "-c", "cat /proc/self/cgroup; exec sleep 30"];
+    let spec = pods.container("cg", "c", &args, &Resources::default());
+    let id = spec.id.clone();
+    pods.node.containers.create(&spec).unwrap();
+    let status = pods.node.containers.start(&id).unwrap();
+    // Seen from the host, PID 1 is in the container's cgroup in every hierarchy it joins
+    // (v2 through clone3, v1 through `tasks`).
+    let host_view =
+        std::fs::read_to_string(format!("/proc/{}/cgroup", status.pid.unwrap())).unwrap();
+    for line in host_view.lines() {
+        let (_, rest) = line.split_once(':').unwrap();
+        let (controllers, path) = rest.split_once(':').unwrap();
+        let joined = controllers.is_empty()
+            || controllers
+                .split(',')
+                .any(|c| ["cpu", "memory", "pids"].contains(&c));
+        if joined {
+            assert!(path.ends_with("/pod-cg/c"), "{line} in {host_view}");
+        }
+    }
+    // Inside, the cgroup namespace is rooted at those cgroups.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut log = Vec::new();
+    while log.len() < host_view.lines().count() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        log = logs::read(&spec.log.dir, &spec.log.name, None).unwrap_or_default();
+    }
+    assert_eq!(log.len(), host_view.lines().count(), "{log:?}");
+    assert!(log.iter().all(|l| l.text.ends_with(":/")), "{log:?}");
+    pods.node
+        .containers
+        .stop(&id, Duration::from_secs(1))
+        .unwrap();
 }
 
 #[test]

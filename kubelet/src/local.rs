@@ -135,7 +135,8 @@ pub struct ContainerRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRow {
     pub name: String,
-    /// `Created`, `Running`, `Exited`, or `Unknown` when the runtime has no such container.
+    /// `Created`, `Running`, `Exited`, `OOMKilled` (exited, killed by the OOM killer), or
+    /// `Unknown` when the runtime has no such container.
     pub state: &'static str,
     /// The shell-style exit code of an exited container.
     pub exit: Option<i32>,
@@ -444,10 +445,13 @@ impl LocalPods {
     }
 
     fn row(&self, c: &ContainerRecord) -> ContainerRow {
-        let (state, exit) = match self.containers.status(&c.id).map(|s| s.state) {
-            Ok(State::Created) => ("Created", None),
-            Ok(State::Running) => ("Running", None),
-            Ok(State::Exited(e)) => ("Exited", Some(e.shell_code())),
+        let status = self.containers.status(&c.id);
+        let (state, exit) = match status.as_ref().map(|s| (s.state, s.reason.as_deref())) {
+            Ok((State::Created, _)) => ("Created", None),
+            Ok((State::Running, _)) => ("Running", None),
+            // As kubectl's STATUS column shows it.
+            Ok((State::Exited(e), Some("OOMKilled"))) => ("OOMKilled", Some(e.shell_code())),
+            Ok((State::Exited(e), _)) => ("Exited", Some(e.shell_code())),
             Err(_) => ("Unknown", None),
         };
         ContainerRow {

@@ -12,7 +12,7 @@ mod skiff;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Barrier};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
@@ -45,10 +45,18 @@ pub struct PodStartBench {
     /// The test-image generator.
     #[arg(long, default_value = "tests/image/mkimage.py")]
     mkimage: PathBuf,
-    /// Each skiff pod opens its own netlink handle in the node netns (default: one shared
-    /// handle behind a lock).
+    /// Each skiff pod opens its own netlink handle in the node netns (default: handles are
+    /// reused from a pool, and new ones opened only when all are in use).
     #[arg(long)]
     net_handle_per_pod: bool,
+    /// Pod networks (netns + veth on the bridge) made ahead for a second skiff burst, as a node
+    /// would keep a pool refilled in the background; 0: no pooled burst.
+    #[arg(long, default_value_t = 50)]
+    pool: u32,
+    /// Start each burst at once, without first waiting for the kernel to finish freeing the
+    /// network namespaces of the pods and containers removed before it.
+    #[arg(long)]
+    no_settle: bool,
     #[arg(long, default_value = "bench-out/pod-start.json")]
     json: PathBuf,
     #[arg(long, default_value = "bench-out/pod-start.svg")]
@@ -72,7 +80,7 @@ struct PhaseReport {
     ns: Summary,
     cgroup: Summary,
     net: Summary,
-    net_lock_wait: Summary,
+    net_handle: Summary,
     create: Summary,
     start: Summary,
 }
@@ -91,11 +99,26 @@ struct Report {
     ratio_p50_vs_crun_detached: Option<f64>,
     /// skiff burst total / crun burst total (the goal: ≤ 0.7).
     ratio_burst_vs_crun: Option<f64>,
+    /// A second skiff burst whose pod networks came from a pool made ahead (`--pool`).
+    pooled_burst: Option<PooledBurst>,
+    /// That burst's total / crun burst total.
+    ratio_pooled_burst_vs_crun: Option<f64>,
     /// What entering crun's cgroup-view mount namespace with `nsenter` adds to each crun start
     /// (included in the crun figures above; 0 when not needed).
     crun_nsenter_overhead_ms: f64,
     /// skiff p50 / (`crun run` p50 − that overhead): the conservative ratio.
     ratio_p50_vs_crun_run_less_nsenter: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct PooledBurst {
+    /// Pod networks made ahead (not timed).
+    pool: u32,
+    /// Pods of the burst that got one (the rest made theirs, cold).
+    from_pool: usize,
+    total_ms: f64,
+    each: Summary,
+    phases: PhaseReport,
 }
 
 /// How many starts of each system run first, unrecorded.
@@ -168,7 +191,7 @@ impl PodStartBench {
         }
         eprintln!("warm-up: {WARMUP} starts of each system");
         for i in 0..WARMUP {
-            drop(start_skiff_pod(&node, 60_000 + i, &["/bin/true"])?);
+            drop(start_skiff_pod(&node, 60_000 + i, &["/bin/true"], false)?);
             for oci in &baselines {
                 oci.run_true(i + 60_000)?;
                 oci.run_detached("warm", i, false)?;
@@ -185,7 +208,7 @@ impl PodStartBench {
             if i % 2 == 1 {
                 time_baselines(&baselines, i, &mut run_seq, &mut detached_seq)?;
             }
-            let (pod, phases) = start_skiff_pod(&node, i, &["/bin/true"])?;
+            let (pod, phases) = start_skiff_pod(&node, i, &["/bin/true"], false)?;
             drop(pod); // teardown, not timed
             skiff_seq.push(phases);
             if i % 2 == 0 {
@@ -195,13 +218,34 @@ impl PodStartBench {
 
         eprintln!("burst: {} at once, each system", self.burst);
         let first = self.count + 100;
+        self.settle("skiff burst");
         let (skiff_total, skiff_burst) = burst(self.burst, |j| {
-            start_skiff_pod(&node, first + j, &["/bin/sleep", "1000"])
+            start_skiff_pod(&node, first + j, &["/bin/sleep", "1000"], false)
         })?;
         let skiff_burst_phases: Vec<Phases> = skiff_burst.iter().map(|((_, p), _)| *p).collect();
         drop(skiff_burst); // teardown of every pod, not timed
+        let mut pooled = None;
+        if self.pool > 0 {
+            self.settle("skiff burst with pooled networks");
+            let filled = Instant::now();
+            node.fill_pool(self.pool as usize)?;
+            eprintln!(
+                "netns pool: {} pod networks made ahead in {:.0} ms (not timed)",
+                self.pool,
+                filled.elapsed().as_secs_f64() * 1e3
+            );
+            self.settle("skiff burst with pooled networks");
+            let first = first + self.burst;
+            let (total, pods) = burst(self.burst, |j| {
+                start_skiff_pod(&node, first + j, &["/bin/sleep", "1000"], true)
+            })?;
+            let phases: Vec<Phases> = pods.iter().map(|((_, p), _)| *p).collect();
+            drop(pods);
+            pooled = Some((total, phases));
+        }
         let mut oci_bursts = Vec::new();
         for oci in &baselines {
+            self.settle(&format!("{} burst", oci.name));
             let result = burst(self.burst, |j| oci.run_detached("burst", j, true));
             oci.delete_all()?;
             oci_bursts.push(result?);
@@ -247,11 +291,63 @@ impl PodStartBench {
             ratio_p50_vs_crun_run: ratio(find("crun run"), p50),
             ratio_p50_vs_crun_detached: ratio(find("crun run -d"), p50),
             ratio_burst_vs_crun: ratio(find("crun run -d"), total),
+            ratio_pooled_burst_vs_crun: pooled
+                .as_ref()
+                .zip(find("crun run -d").and_then(total))
+                .map(|((t, _), crun)| t / crun),
+            pooled_burst: pooled.map(|(total_ms, phases)| PooledBurst {
+                pool: self.pool,
+                from_pool: phases.iter().filter(|p| p.pooled).count(),
+                total_ms,
+                each: summarize(&phases.iter().map(Phases::total).collect::<Vec<_>>()),
+                phases: PhaseReport::of(&phases),
+            }),
             skiff_phases_sequential: PhaseReport::of(&skiff_seq),
             skiff_phases_burst: PhaseReport::of(&skiff_burst_phases),
             systems,
         })
     }
+}
+
+impl PodStartBench {
+    /// Waits until the kernel has freed the network namespaces and cgroups of what was removed
+    /// before (kernel workers destroy them, holding the rtnl lock and cgroup_mutex that a
+    /// burst then waits for), so that each system's burst starts from the same quiet kernel
+    /// rather than in the previous one's wake.
+    fn settle(&self, what: &str) {
+        if self.no_settle {
+            return;
+        }
+        let began = Instant::now();
+        let deadline = began + Duration::from_secs(20);
+        let mut last = live_netns();
+        let mut steady = 0;
+        while steady < 6 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = live_netns();
+            steady = if now == last { steady + 1 } else { 0 };
+            last = now;
+        }
+        eprintln!(
+            "before the {what}: {:.0} ms for freed network namespaces and cgroups to settle",
+            began.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// What the kernel still holds of removed pods: network namespaces (/proc/slabinfo) and
+/// cgroups not yet freed (/proc/cgroups `num_cgroups` per hierarchy).
+fn live_netns() -> Option<(u64, u64)> {
+    let slab = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    let line = slab.lines().find(|l| l.starts_with("net_namespace "))?;
+    let netns = line.split_whitespace().nth(1)?.parse().ok()?;
+    let cgroups = std::fs::read_to_string("/proc/cgroups").ok()?;
+    let cgroups = cgroups
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum();
+    Some((netns, cgroups))
 }
 
 /// One sequential start of each baseline, both ways: `run` (to exit) and `run -d` (to return).
@@ -270,7 +366,7 @@ fn time_baselines(
 }
 
 /// Runs `start(0..n)` on `n` threads released together. Returns the total milliseconds from the
-/// release to the last start returning, and each result with its own duration.
+/// first start called to the last start returning, and each result with its own duration.
 fn burst<T: Send>(n: u32, start: impl Fn(u32) -> Result<T> + Sync) -> Result<(f64, Vec<(T, f64)>)> {
     let gate = Barrier::new(n as usize + 1);
     let (t0, results) = std::thread::scope(|s| {
@@ -291,11 +387,16 @@ fn burst<T: Send>(n: u32, start: impl Fn(u32) -> Result<T> + Sync) -> Result<(f6
         (t0, results)
     });
     let mut out = Vec::new();
+    // The release: whichever thread ran first after the barrier (the main thread can be
+    // scheduled well after the workers on 2 cores, and its own clock reading would then hide
+    // the start of the burst).
+    let mut first = t0;
     let mut last = t0;
     let mut first_err = None;
     for joined in results {
         match joined {
             Ok((Ok(value), begin, end)) => {
+                first = first.min(begin);
                 last = last.max(end);
                 out.push((value, (end - begin).as_secs_f64() * 1e3));
             }
@@ -311,7 +412,7 @@ fn burst<T: Send>(n: u32, start: impl Fn(u32) -> Result<T> + Sync) -> Result<(f6
     if let Some(e) = first_err {
         return Err(e.context("burst"));
     }
-    Ok(((last - t0).as_secs_f64() * 1e3, out))
+    Ok(((last - first).as_secs_f64() * 1e3, out))
 }
 
 impl SystemReport {
@@ -337,7 +438,7 @@ impl PhaseReport {
             ns: pick(|p| p.ns),
             cgroup: pick(|p| p.cgroup),
             net: pick(|p| p.net),
-            net_lock_wait: pick(|p| p.net_lock_wait),
+            net_handle: pick(|p| p.net_handle),
             create: pick(|p| p.create),
             start: pick(|p| p.start),
         }
@@ -369,18 +470,40 @@ fn print_report(r: &Report) {
             s.name, q.p50, q.p90, q.p99, q.max
         );
     }
-    println!("skiff phases, p50 / p90 (sequential | burst):");
-    let (a, b) = (&r.skiff_phases_sequential, &r.skiff_phases_burst);
-    for (name, x, y) in [
-        ("netns+ipc+uts", &a.ns, &b.ns),
-        ("cgroup", &a.cgroup, &b.cgroup),
-        ("veth+ip", &a.net, &b.net),
-        ("  lock wait", &a.net_lock_wait, &b.net_lock_wait),
-        ("create", &a.create, &b.create),
-        ("start", &a.start, &b.start),
-    ] {
+    if let Some(p) = &r.pooled_burst {
         println!(
-            "  {name:<14} {:>7.2} / {:>7.2}   | {:>7.2} / {:>7.2}",
+            "{:<14} {:>8} {:>8} {:>8} {:>8}   {:>11.1} {:>12.1}   ({} of {} networks from a pool of {})",
+            "skiff pooled",
+            "-",
+            "-",
+            "-",
+            "-",
+            p.total_ms,
+            p.each.p50,
+            p.from_pool,
+            r.burst,
+            p.pool
+        );
+    }
+    println!("skiff phases, p50 / p90 (sequential | burst | burst, pooled networks):");
+    let (a, b) = (&r.skiff_phases_sequential, &r.skiff_phases_burst);
+    let c = r.pooled_burst.as_ref().map(|p| &p.phases);
+    type Pick = fn(&PhaseReport) -> &Summary;
+    let rows: [(&str, Pick); 6] = [
+        ("netns+ipc+uts", |p| &p.ns),
+        ("cgroup", |p| &p.cgroup),
+        ("veth+ip", |p| &p.net),
+        ("  node handle", |p| &p.net_handle),
+        ("create", |p| &p.create),
+        ("start", |p| &p.start),
+    ];
+    for (name, pick) in rows {
+        let (x, y) = (pick(a), pick(b));
+        let z = c.map_or(String::new(), |c| {
+            format!("   | {:>7.2} / {:>7.2}", pick(c).p50, pick(c).p90)
+        });
+        println!(
+            "  {name:<14} {:>7.2} / {:>7.2}   | {:>7.2} / {:>7.2}{z}",
             x.p50, x.p90, y.p50, y.p90
         );
     }
@@ -407,6 +530,12 @@ fn print_report(r: &Report) {
         "skiff burst / crun run -d burst (goal ≤ 0.7)",
         r.ratio_burst_vs_crun,
     );
+    if r.pooled_burst.is_some() {
+        show(
+            "skiff burst, pooled networks / crun run -d burst",
+            r.ratio_pooled_burst_vs_crun,
+        );
+    }
 }
 
 fn write_outputs(json: &Path, plot: &Path, report: &Report) -> Result<()> {

@@ -89,7 +89,7 @@ fn open(root: &Path, node: NodeArgs) -> Result<LocalPods> {
     let cfg = LocalConfig {
         state_dir: root.join("run"),
         image_root: root.to_path_buf(),
-        setup_binary: std::env::current_exe().context("finding the skiff binary")?,
+        setup_binary: crate::setup_binary().context("finding the skiff binary")?,
         cgroup_parent: node.cgroup_parent,
         node_netns: node.node_netns,
         pod_cidr: node.pod_cidr,

@@ -41,7 +41,7 @@ impl Node {
             .unwrap();
         let layers = store.layer_dirs(&report.record);
         let containers =
-            Containers::open(dir.path().join("state"), env!("CARGO_BIN_EXE_skiff")).unwrap();
+            Containers::open(dir.path().join("state"), env!("CARGO_BIN_EXE_skiff-setup")).unwrap();
         Node {
             dir,
             containers,

@@ -39,6 +39,9 @@ pub struct ContainerStatus {
     pub pid: Option<i32>,
     /// Nanoseconds since the epoch when the workload was started.
     pub started_ns: Option<u128>,
+    /// Why an exited container ended, as Kubernetes names it: `OOMKilled` when it was killed
+    /// and its cgroup counted an OOM kill (v2 `memory.events`, v1 `memory.oom_control`).
+    pub reason: Option<String>,
 }
 
 /// The containers under one state root.
@@ -144,13 +147,13 @@ impl Containers {
             message: "no status pipe".into(),
         })?;
         let outcome = read_setup_status(stdout);
-        let _ = child.wait(); // stage 1 exits once it has forked PID 1
+        let stage1 = child.wait(); // stage 1 exits once it has forked PID 1
         let pid = outcome.pid.ok_or_else(|| ContainerError::Setup {
             id: spec.id.clone(),
-            message: outcome
-                .error
-                .clone()
-                .unwrap_or_else(|| "setup ended without a PID".into()),
+            message: outcome.error.clone().unwrap_or_else(|| match stage1 {
+                Ok(status) => format!("setup ended without a PID ({status})"),
+                Err(e) => format!("setup ended without a PID (wait: {e})"),
+            }),
         })?;
         if let Some(init) = InitProcess::of(pid) {
             write_atomic(&paths.pid(), &init.render()).map_err(io(&paths.pid(), "write"))?;
@@ -243,12 +246,35 @@ impl Containers {
             (None, false) => State::Exited(self.record_killed(&paths)),
         };
         let pid = if alive { init.map(|i| i.pid) } else { None };
+        let reason = match &state {
+            State::Exited(exit) => self.reason(id, &paths, exit),
+            _ => None,
+        };
         Ok(ContainerStatus {
             id: id.into(),
             state,
             pid,
             started_ns,
+            reason,
         })
+    }
+
+    /// The reason an exited container ended, recorded in its state directory on first look
+    /// (the cgroup that tells may be removed with the pod afterwards).
+    fn reason(&self, id: &str, paths: &StatePaths, exit: &ExitStatus) -> Option<String> {
+        if let Ok(text) = std::fs::read_to_string(paths.reason()) {
+            return Some(text.trim().to_string()).filter(|r| !r.is_empty());
+        }
+        if exit.signal != libc::SIGKILL {
+            return None;
+        }
+        let spec = self.spec(id).ok()?;
+        let dirs = spec.cgroup_procs.iter().filter_map(|p| p.parent());
+        if !dirs.into_iter().any(counted_oom_kill) {
+            return None;
+        }
+        let _ = write_atomic(&paths.reason(), "OOMKilled\n");
+        Some("OOMKilled".into())
     }
 
     fn record_killed(&self, paths: &StatePaths) -> ExitStatus {
@@ -370,6 +396,18 @@ impl Containers {
     }
 }
 
+/// Whether the cgroup at `dir` counted an OOM kill: `oom_kill N` in v2 `memory.events` or v1
+/// `memory.oom_control` (whichever hierarchy serves memory has it).
+fn counted_oom_kill(dir: &Path) -> bool {
+    ["memory.events", "memory.oom_control"].iter().any(|file| {
+        std::fs::read_to_string(dir.join(file)).is_ok_and(|text| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+        })
+    })
+}
+
 fn describe(state: &State) -> String {
     match state {
         State::Created => "created".into(),
@@ -403,6 +441,9 @@ struct SetupOutcome {
     error: Option<String>,
 }
 
+/// Reads the setup status pipe: `pid N` from stage 1 and `ready` from the container's init,
+/// in either order (stage 1 can be descheduled between its fork and its write long enough for
+/// init to start), or `error: …` from either.
 fn read_setup_status(stdout: impl Read) -> SetupOutcome {
     let mut outcome = SetupOutcome::default();
     for line in BufReader::new(stdout).lines() {
@@ -411,9 +452,11 @@ fn read_setup_status(stdout: impl Read) -> SetupOutcome {
             outcome.pid = pid.trim().parse().ok();
         } else if line == "ready" {
             outcome.ready = true;
-            break;
         } else if let Some(error) = line.strip_prefix("error: ") {
             outcome.error = Some(error.to_string());
+            break;
+        }
+        if outcome.ready && outcome.pid.is_some() {
             break;
         }
     }
@@ -511,4 +554,24 @@ fn install_init(root: &Path) -> Result<PathBuf, ContainerError> {
 fn to_json(value: &impl serde::Serialize) -> String {
     // Plain data types: serialising them cannot fail.
     serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_status_takes_pid_and_ready_in_either_order() {
+        for text in ["pid 42\nready\n", "ready\npid 42\n"] {
+            let outcome = read_setup_status(text.as_bytes());
+            assert_eq!((outcome.pid, outcome.ready), (Some(42), true), "{text:?}");
+            assert_eq!(outcome.error, None);
+        }
+        let failed = read_setup_status("pid 42\nerror: mount overlay: EINVAL\n".as_bytes());
+        assert_eq!(failed.pid, Some(42));
+        assert!(!failed.ready);
+        assert_eq!(failed.error.as_deref(), Some("mount overlay: EINVAL"));
+        let silent = read_setup_status("".as_bytes());
+        assert_eq!((silent.pid, silent.ready), (None, false));
+    }
 }

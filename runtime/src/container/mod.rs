@@ -3,6 +3,7 @@
 //! writes. See `setup.rs` for the process tree and `plan.rs` for the rootfs.
 
 mod exec;
+mod join;
 pub mod logs;
 mod manager;
 pub mod plan;

@@ -150,6 +150,9 @@ impl StatePaths {
     pub fn started(&self) -> PathBuf {
         self.dir.join("started")
     }
+    pub fn reason(&self) -> PathBuf {
+        self.dir.join("reason")
+    }
 }
 
 /// Builds the setup plan of a container.

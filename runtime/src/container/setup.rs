@@ -2,9 +2,10 @@
 //! STATE_DIR`, single-threaded, applying the plan the daemon wrote.
 //!
 //! ```text
-//! daemon ──spawn──► setup (stage 1): join the sandbox's namespaces and the container cgroup,
-//!                   unshare mount+cgroup(+pid) namespaces, fork, print "pid <host pid>", exit
-//!                     └─► PID 1: mount the rootfs (overlay, /proc, /dev, binds), pivot_root,
+//! daemon ──spawn──► setup (stage 1): join the sandbox's namespaces and the container's v1
+//!                   cgroups (`join.rs`), unshare mount(+pid) namespaces, fork into the v2
+//!                   cgroup, print "pid <host pid>", exit
+//!                     └─► PID 1: unshare the cgroup namespace, mount the rootfs (overlay, /proc, /dev, binds), pivot_root,
 //!                         masks; fork the workload; exec skiff-init, which prints "ready"
 //!                           └─► workload: session, stdio pipes, identity, capabilities,
 //!                               no_new_privs; block on the start fifo; exec the command
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 
+use super::join::CgroupJoin;
 use super::plan::{INIT_IN_CONTAINER, SetupPlan};
 use super::rootfs;
 use super::spec::{NsKind, ProcessSpec};
@@ -81,18 +83,18 @@ fn stage1(state_dir: &Path) -> SysResult<()> {
             .map_err(|e| io_err("open", path, e.into()))?;
         sys::setns(&fd, ns_flag(*kind), path)?;
     }
-    let pid = std::process::id().to_string();
-    for procs in &plan.cgroup_procs {
-        std::fs::write(procs, &pid).map_err(|e| io_err("join cgroup", procs, e))?;
-    }
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWCGROUP;
+    let cgroups = CgroupJoin::prepare(&plan.cgroup_procs)?;
+    let mut flags = libc::CLONE_NEWNS;
     if plan.new_pid_namespace {
         flags |= libc::CLONE_NEWPID;
     }
     sys::unshare(flags)?;
-    match sys::fork()? {
+    match cgroups.fork()? {
         0 => {
-            if let Err(e) = pid1(&plan) {
+            // The cgroup namespace only now: clone3 copies the parent's namespaces before it
+            // moves the child, so one unshared earlier would be rooted at the daemon's cgroup.
+            let result = sys::unshare(libc::CLONE_NEWCGROUP).and_then(|()| pid1(&plan));
+            if let Err(e) = result {
                 report(&format!("error: {e}"));
                 sys::exit(1);
             }

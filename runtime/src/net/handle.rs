@@ -113,6 +113,43 @@ impl NetHandle {
         )
     }
 
+    /// The first part of [`NetHandle::add_pod_interface`]: the veth pair `host_ifname` (on
+    /// `bridge`) / `pod_ifname` (in `pod_ns`) and `lo` up, without an address — what a pool of
+    /// network namespaces prepares ahead of need. On failure the veth is deleted again.
+    pub fn add_pod_link(
+        &mut self,
+        pod_ns: BorrowedFd<'_>,
+        pod: &mut NetHandle,
+        host_ifname: &str,
+        bridge: &str,
+        pod_ifname: &str,
+    ) -> Result<(), NetError> {
+        let steps = plan::pod_link_plan(host_ifname, bridge, pod_ifname)?;
+        let pod = PodNs {
+            fd: pod_ns,
+            handle: pod,
+        };
+        execute(&steps, self, Some(pod))
+    }
+
+    /// The rest of [`NetHandle::add_pod_interface`] for a link made by
+    /// [`NetHandle::add_pod_link`]: inside the pod (through `pod`, a handle opened there) the
+    /// interface up, the address and the default route of `spec` (its host and bridge names
+    /// are not used).
+    pub fn configure_pod_interface(
+        &mut self,
+        pod_ns: BorrowedFd<'_>,
+        pod: &mut NetHandle,
+        spec: &PodInterface,
+    ) -> Result<(), NetError> {
+        let steps = plan::pod_address_plan(&spec.pod_ifname, spec.address, spec.gateway)?;
+        let pod = PodNs {
+            fd: pod_ns,
+            handle: pod,
+        };
+        execute(&steps, self, Some(pod))
+    }
+
     /// [`NetHandle::add_pod_interface`] for a pod netns pinned at `pin` (opens it and a
     /// netlink handle inside it for this one call).
     pub fn add_pod_interface_at(

@@ -227,45 +227,69 @@ pub fn bridge_plan(name: &str, gateway: IpNet) -> Result<Vec<Step>, NetError> {
 /// the bridge), then inside the pod `lo` and the peer up, the address, the default route. A
 /// failure after the veth exists deletes it (which deletes the peer too).
 pub fn pod_interface_plan(p: &PodInterface) -> Result<Vec<Step>, NetError> {
-    for n in [&p.host_ifname, &p.bridge, &p.pod_ifname] {
+    let mut steps = pod_link_plan(&p.host_ifname, &p.bridge, &p.pod_ifname)?;
+    steps.extend(pod_address_plan(&p.pod_ifname, p.address, p.gateway)?);
+    Ok(steps)
+}
+
+/// The first part of [`pod_interface_plan`]: the veth pair and `lo` up, no address. A pool of
+/// network namespaces runs it ahead of need, and [`pod_address_plan`] when a pod takes one.
+pub fn pod_link_plan(
+    host_ifname: &str,
+    bridge: &str,
+    pod_ifname: &str,
+) -> Result<Vec<Step>, NetError> {
+    for n in [host_ifname, bridge, pod_ifname] {
         validate_ifname(n)?;
     }
-    same_family(&p.address, &p.gateway, p.gateway.to_string())?;
-    if p.address.addr() == p.gateway {
+    Ok(vec![
+        Step::new(
+            Side::Host,
+            Op::CreateVeth {
+                name: host_ifname.into(),
+                peer: pod_ifname.into(),
+                controller: Some(bridge.into()),
+            },
+        )
+        .undo(Op::DelLink {
+            name: host_ifname.into(),
+        }),
+        Step::new(Side::Pod, Op::SetUp { link: "lo".into() }),
+    ])
+}
+
+/// The second part of [`pod_interface_plan`], all inside the pod: the interface up, its
+/// address, the default route via `gateway`.
+pub fn pod_address_plan(
+    pod_ifname: &str,
+    address: IpNet,
+    gateway: IpAddr,
+) -> Result<Vec<Step>, NetError> {
+    validate_ifname(pod_ifname)?;
+    same_family(&address, &gateway, gateway.to_string())?;
+    if address.addr() == gateway {
         return Err(NetError::Invalid {
             what: "pod address",
-            value: p.address.to_string(),
+            value: address.to_string(),
             reason: "equals the gateway",
         });
     }
-    let default = match p.gateway {
+    let default = match gateway {
         IpAddr::V4(_) => IpNet::V4(Default::default()),
         IpAddr::V6(_) => IpNet::V6(Default::default()),
     };
     Ok(vec![
         Step::new(
-            Side::Host,
-            Op::CreateVeth {
-                name: p.host_ifname.clone(),
-                peer: p.pod_ifname.clone(),
-                controller: Some(p.bridge.clone()),
-            },
-        )
-        .undo(Op::DelLink {
-            name: p.host_ifname.clone(),
-        }),
-        Step::new(Side::Pod, Op::SetUp { link: "lo".into() }),
-        Step::new(
             Side::Pod,
             Op::SetUp {
-                link: p.pod_ifname.clone(),
+                link: pod_ifname.into(),
             },
         ),
         Step::new(
             Side::Pod,
             Op::AddAddress {
-                link: p.pod_ifname.clone(),
-                addr: p.address,
+                link: pod_ifname.into(),
+                addr: address,
             },
         ),
         Step::new(
@@ -273,8 +297,8 @@ pub fn pod_interface_plan(p: &PodInterface) -> Result<Vec<Step>, NetError> {
             Op::AddRoute(Route {
                 dst: default,
                 kind: RouteKind::Via {
-                    gateway: p.gateway,
-                    dev: Some(p.pod_ifname.clone()),
+                    gateway,
+                    dev: Some(pod_ifname.into()),
                 },
             }),
         ),

@@ -392,3 +392,23 @@ fn kernel_detail_is_part_of_the_message() {
         "{e}"
     );
 }
+
+#[test]
+fn the_pod_plan_is_the_link_part_then_the_address_part() {
+    let s = spec();
+    let link = pod_link_plan(&s.host_ifname, &s.bridge, &s.pod_ifname).unwrap();
+    let address = pod_address_plan(&s.pod_ifname, s.address, s.gateway).unwrap();
+    assert_eq!(link.len(), 2, "veth, lo up");
+    assert!(
+        address.iter().all(|step| step.side == Side::Pod),
+        "a pooled link is configured from inside the pod only"
+    );
+    let whole: Vec<Op> = pod_interface_plan(&s)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.op)
+        .collect();
+    let parts: Vec<Op> = link.into_iter().chain(address).map(|s| s.op).collect();
+    assert_eq!(whole, parts);
+    assert!(pod_address_plan("eth0", net("10.244.0.1/24"), ip("10.244.0.1")).is_err());
+}

@@ -192,3 +192,60 @@ fn kind_names_and_paths() {
     assert_eq!(NsKind::Ipc.to_string(), "ipc");
     assert_eq!(NsKind::Uts.proc_name(), "uts");
 }
+
+#[test]
+fn create_all_unshares_every_kind_on_one_thread_then_pins_each() {
+    let sys = FakeSys::default();
+    let dir = PathBuf::from("/state/pods/p1");
+    let pins = vec![
+        (NsKind::Net, dir.join("net")),
+        (NsKind::Ipc, dir.join("ipc")),
+        (NsKind::Uts, dir.join("uts")),
+    ];
+    let made = PinnedNs::create_all_with(&sys, &pins, || Ok(())).unwrap();
+    assert_eq!(
+        made.iter().map(|p| p.kind()).collect::<Vec<_>>(),
+        [NsKind::Net, NsKind::Ipc, NsKind::Uts]
+    );
+    assert_eq!(
+        sys.ops()[..3],
+        [
+            NsOp::Unshare(NsKind::Net),
+            NsOp::Unshare(NsKind::Ipc),
+            NsOp::Unshare(NsKind::Uts)
+        ]
+    );
+    assert_eq!(
+        sys.mounts(),
+        [dir.join("net"), dir.join("ipc"), dir.join("uts")]
+    );
+}
+
+#[test]
+fn create_all_undoes_the_pins_it_made_when_a_later_one_fails() {
+    let sys = FakeSys::default();
+    let dir = PathBuf::from("/state/pods/p1");
+    sys.create_file(&dir.join("uts")).unwrap(); // someone else's pin
+    let pins = vec![
+        (NsKind::Net, dir.join("net")),
+        (NsKind::Ipc, dir.join("ipc")),
+        (NsKind::Uts, dir.join("uts")),
+    ];
+    let err = PinnedNs::create_all_with(&sys, &pins, || Ok(())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NsError::Exists {
+                kind: NsKind::Uts,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(sys.mounts().is_empty());
+    assert_eq!(
+        sys.files(),
+        [dir.join("uts")],
+        "only the pin that was there before"
+    );
+}

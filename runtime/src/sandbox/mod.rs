@@ -124,20 +124,34 @@ impl Sandboxes {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-        let hostname = spec.hostname.clone();
-        PinnedNs::create(NsKind::Uts, dir.join("uts"), move || {
-            rustix::system::sethostname(hostname.as_bytes()).map_err(Into::into)
+        // All of the pod's namespaces on one helper thread, which also opens the netlink
+        // socket the pod side of the network is configured through (no second thread and
+        // setns for it).
+        let mut pins = vec![
+            (NsKind::Uts, dir.join("uts")),
+            (NsKind::Ipc, dir.join("ipc")),
+        ];
+        if spec.network.is_some() {
+            pins.insert(0, (NsKind::Net, dir.join("net")));
+        }
+        let (hostname, with_net) = (spec.hostname.clone(), spec.network.is_some());
+        let mut pod_net = None;
+        PinnedNs::create_all(&pins, || {
+            rustix::system::sethostname(hostname.as_bytes())?;
+            if with_net {
+                pod_net = Some(NetHandle::current(id.clone()).map_err(std::io::Error::other)?);
+            }
+            Ok(())
         })
         .map_err(ns_err)?;
-        PinnedNs::create(NsKind::Ipc, dir.join("ipc"), || Ok(())).map_err(ns_err)?;
-        if let Some(iface) = &spec.network {
-            PinnedNs::create(NsKind::Net, dir.join("net"), || Ok(())).map_err(ns_err)?;
+        if let (Some(iface), Some(mut pod_net)) = (&spec.network, pod_net) {
             let net_err = |source| SandboxError::Network {
                 id: id.clone(),
                 source,
             };
+            let pod_fd = PinnedNs::open(dir.join("net")).map_err(ns_err)?;
             let mut node = self.node_handle().map_err(net_err)?;
-            node.add_pod_interface_at(&dir.join("net"), iface)
+            node.add_pod_interface(std::os::fd::AsFd::as_fd(&pod_fd), &mut pod_net, iface)
                 .map_err(net_err)?;
         }
         let cg_err = |source| SandboxError::Cgroup {

@@ -25,17 +25,20 @@ const GATEWAY: &str = "10.244.0.1";
 /// Where one pod's time went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Phases {
-    /// Pinning the net, IPC and UTS namespaces (hostname set).
+    /// Pinning the net, IPC and UTS namespaces (hostname set, pod-side netlink socket open).
     pub ns: f64,
     pub cgroup: f64,
     /// veth with its peer in the pod netns, address, routes.
     pub net: f64,
-    /// Of `net`: waiting for the node's shared netlink handle (other pods of a burst).
-    pub net_lock_wait: f64,
+    /// Of `net`: getting a netlink handle in the node netns (a free one from the pool, or a
+    /// new one when every handle is in use, as in a burst).
+    pub net_handle: f64,
     /// Rootfs and the forked, waiting workload.
     pub create: f64,
     /// Until the workload has exec'd.
     pub start: f64,
+    /// The pod's network came from the node's pool (only its address and route were added).
+    pub pooled: bool,
 }
 
 impl Phases {
@@ -55,15 +58,32 @@ pub struct Node {
     cgroups: CgroupFs,
     parent: String,
     node_pin: PathBuf,
-    bridge: Mutex<NetHandle>,
-    /// Each pod opens its own netlink handle in the node netns instead of sharing one.
+    /// Netlink handles in the node netns not in use right now. A pod takes one (or opens a new
+    /// one) and gives it back: pods of a burst never wait for each other's requests (a single
+    /// shared handle behind a lock made the burst's veths wait ~200 ms here).
+    handles: Mutex<Vec<NetHandle>>,
+    /// Each pod opens its own netlink handle in the node netns instead of reusing one.
     handle_per_pod: bool,
+    /// Pod namespaces made ahead of need ([`Node::fill_pool`]), taken by pooled starts.
+    pool: Mutex<Vec<PooledNs>>,
+    pooled_made: std::sync::atomic::AtomicU32,
+}
+
+/// A pod's namespaces made ahead of need, as a node would keep a few ready and refill them in
+/// the background: pinned net, IPC and UTS namespaces, the netns with `lo` up, a veth on the
+/// bridge (peer `eth0` inside) and a netlink handle open inside it. A pod that takes one only
+/// sets its hostname and adds its address and route.
+pub struct PooledNs {
+    /// Net, IPC, UTS.
+    pins: [PathBuf; 3],
+    host_ifname: String,
+    handle: NetHandle,
 }
 
 impl Node {
     /// Sets the node up under `work` (a temp dir the caller removes after dropping this).
     pub fn new(work: &Path, layers: Vec<PathBuf>, handle_per_pod: bool) -> Result<Node> {
-        let containers = Containers::open(work.join("state"), std::env::current_exe()?)
+        let containers = Containers::open(work.join("state"), crate::setup_binary()?)
             .context("opening the container state root")?;
         let cgroups = CgroupFs::detect().context("detecting the cgroup layout")?;
         let pins = ns::prepare_state_dir(&work.join("pins")).context("preparing the pin dir")?;
@@ -92,24 +112,26 @@ impl Node {
             cgroups,
             parent: format!("skiff-bench-{}", std::process::id()),
             node_pin,
-            bridge: Mutex::new(bridge),
+            handles: Mutex::new(vec![bridge]),
             handle_per_pod,
+            pool: Mutex::new(Vec::new()),
+            pooled_made: Default::default(),
         })
     }
 
-    /// A container running `args` in the pod whose pins are under `pod_dir`.
-    fn spec(&self, id: &str, args: &[&str], pod_dir: &Path, cg: &Cgroup) -> ContainerSpec {
+    /// A container running `args` in the pod whose net, IPC and UTS namespaces are pinned at
+    /// `pins`.
+    fn spec(&self, id: &str, args: &[&str], pins: &[PathBuf], cg: &Cgroup) -> ContainerSpec {
         use container::NsKind as Join;
         ContainerSpec {
             id: id.into(),
             layers: self.layers.clone(),
             readonly_rootfs: false,
             process: ProcessSpec::new(args, &["PATH=/bin", "HOME=/root"]),
-            join: vec![
-                (Join::Net, pod_dir.join("net")),
-                (Join::Ipc, pod_dir.join("ipc")),
-                (Join::Uts, pod_dir.join("uts")),
-            ],
+            join: [Join::Net, Join::Ipc, Join::Uts]
+                .into_iter()
+                .zip(pins.iter().cloned())
+                .collect(),
             cgroup_procs: cg
                 .nodes()
                 .iter()
@@ -126,9 +148,92 @@ impl Node {
     }
 }
 
+impl Node {
+    fn open_handle(&self) -> Result<NetHandle> {
+        let fd = PinnedNs::open(&self.node_pin)?;
+        Ok(NetHandle::in_netns(fd.as_fd(), "bench-node")?)
+    }
+
+    /// A free handle in the node netns, or a new one.
+    fn take_handle(&self) -> Result<NetHandle> {
+        let free = self.handles.lock().ok().and_then(|mut h| h.pop());
+        match free {
+            Some(h) => Ok(h),
+            None => self.open_handle(),
+        }
+    }
+
+    fn give_handle(&self, handle: NetHandle) {
+        if let Ok(mut free) = self.handles.lock() {
+            free.push(handle);
+        }
+    }
+
+    /// Makes pod namespaces until `n` are ready (not timed: a node does this in the
+    /// background).
+    pub fn fill_pool(&self, n: usize) -> Result<()> {
+        let dir = self.pins.join("pool");
+        std::fs::create_dir_all(&dir)?;
+        while self.pool.lock().map_or(n, |p| p.len()) < n {
+            let k = self
+                .pooled_made
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let kinds = [NsKind::Net, NsKind::Ipc, NsKind::Uts];
+            let pins = kinds.map(|kind| dir.join(format!("{kind}-{k}")));
+            let pin = pins[0].clone();
+            let mut handle = None;
+            let to_make: Vec<_> = kinds.into_iter().zip(pins.iter().cloned()).collect();
+            PinnedNs::create_all(&to_make, || {
+                handle =
+                    Some(NetHandle::current(format!("pool-{k}")).map_err(std::io::Error::other)?);
+                Ok(())
+            })?;
+            let host_ifname = format!("vp{k}");
+            let made = (|| -> Result<NetHandle> {
+                let mut handle = handle.context("no netlink handle in the pooled netns")?;
+                let fd = PinnedNs::open(&pin)?;
+                let mut node = self.take_handle()?;
+                let added =
+                    node.add_pod_link(fd.as_fd(), &mut handle, &host_ifname, BRIDGE, "eth0");
+                self.give_handle(node);
+                added?;
+                Ok(handle)
+            })();
+            match made {
+                Ok(handle) => self
+                    .pool
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the pool is poisoned"))?
+                    .push(PooledNs {
+                        pins,
+                        host_ifname,
+                        handle,
+                    }),
+                Err(e) => {
+                    for pin in &pins {
+                        let _ = PinnedNs::remove(pin);
+                    }
+                    return Err(e.context("filling the namespace pool"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn take_pooled(&self) -> Option<PooledNs> {
+        self.pool.lock().ok()?.pop()
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         // The bridge and every veth end left in the node netns go with its last reference.
+        if let Ok(mut pool) = self.pool.lock() {
+            for pin in pool.drain(..).flat_map(|p| p.pins) {
+                let _ = PinnedNs::remove(&pin);
+            }
+        }
+        let _ = std::fs::remove_dir(self.pins.join("pool"));
         let _ = PinnedNs::remove(&self.node_pin);
         if let Ok(cg) = self.cgroups.open(&Parent::Own, &self.parent) {
             let _ = cg.kill();
@@ -167,9 +272,10 @@ impl Drop for Pod<'_> {
             let _ = std::fs::remove_dir_all(node.logs.join(&id));
         }
         if let Some(veth) = self.veth.take()
-            && let Ok(mut bridge) = node.bridge.lock()
+            && let Ok(mut handle) = node.take_handle()
         {
-            let _ = bridge.remove_pod_interface(&veth);
+            let _ = handle.remove_pod_interface(&veth);
+            node.give_handle(handle);
         }
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill();
@@ -183,9 +289,15 @@ impl Drop for Pod<'_> {
 }
 
 /// Creates pod number `index` (its address is derived from it) running `args`, and returns
-/// once the workload has exec'd, with the time each phase took. On failure everything made so
-/// far is undone.
-pub fn start_skiff_pod<'a>(node: &'a Node, index: u32, args: &[&str]) -> Result<(Pod<'a>, Phases)> {
+/// once the workload has exec'd, with the time each phase took. With `pooled`, the pod's
+/// network comes from the node's pool when one is ready. On failure everything made so far is
+/// undone.
+pub fn start_skiff_pod<'a>(
+    node: &'a Node,
+    index: u32,
+    args: &[&str],
+    pooled: bool,
+) -> Result<(Pod<'a>, Phases)> {
     let name = format!("pod{index}");
     let dir = node.pins.join(&name);
     let mut pod = Pod {
@@ -200,16 +312,40 @@ pub fn start_skiff_pod<'a>(node: &'a Node, index: u32, args: &[&str]) -> Result<
     let mut lap = Lap(Instant::now());
 
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for kind in [NsKind::Net, NsKind::Ipc, NsKind::Uts] {
-        let path = dir.join(kind.proc_name());
-        let hostname = name.clone();
-        PinnedNs::create(kind, &path, move || match kind {
-            NsKind::Uts => rustix::system::sethostname(hostname.as_bytes()).map_err(Into::into),
-            _ => Ok(()),
-        })
-        .with_context(|| format!("pinning the {kind} namespace of {name}"))?;
-        pod.pins.push(path);
-    }
+    let from_pool = if pooled { node.take_pooled() } else { None };
+    phases.pooled = from_pool.is_some();
+    let (pins, mut pod_handle, pooled_veth) = match from_pool {
+        Some(p) => {
+            // Owned by the pod from here: its teardown removes the pins and the veth.
+            pod.pins = p.pins.to_vec();
+            pod.veth = Some(p.host_ifname);
+            let uts = PinnedNs::open(&p.pins[2])?;
+            ns::in_ns(uts.as_fd(), NsKind::Uts, || {
+                rustix::system::sethostname(name.as_bytes())
+            })?
+            .with_context(|| format!("setting the hostname of {name}"))?;
+            (p.pins.to_vec(), p.handle, true)
+        }
+        None => {
+            let pins: Vec<_> = [NsKind::Net, NsKind::Ipc, NsKind::Uts]
+                .into_iter()
+                .map(|kind| (kind, dir.join(kind.proc_name())))
+                .collect();
+            // One helper thread makes all three, sets the hostname and opens the pod-side
+            // netlink socket inside the new netns.
+            let mut handle = None;
+            PinnedNs::create_all(&pins, || {
+                rustix::system::sethostname(name.as_bytes())?;
+                handle = Some(NetHandle::current(name.clone()).map_err(std::io::Error::other)?);
+                Ok(())
+            })
+            .with_context(|| format!("pinning the namespaces of {name}"))?;
+            pod.pins = pins.into_iter().map(|(_, path)| path).collect();
+            let handle = handle.context("no netlink handle in the pod netns")?;
+            (pod.pins.clone(), handle, false)
+        }
+    };
+    let net_pin = pins[0].clone();
     phases.ns = lap.ms();
 
     let cg = node
@@ -227,30 +363,31 @@ pub fn start_skiff_pod<'a>(node: &'a Node, index: u32, args: &[&str]) -> Result<
         address: format!("10.244.{}.{}/16", (pod_ip >> 8) & 0xff, pod_ip & 0xff).parse()?,
         gateway: GATEWAY.parse()?,
     };
-    pod.veth = Some(iface.host_ifname.clone());
-    // The pod-side handle outside the lock; only the node-side requests share the bridge handle.
-    let net_fd = PinnedNs::open(dir.join("net"))?;
-    let mut pod_handle = NetHandle::in_netns(net_fd.as_fd(), name.clone())?;
-    if node.handle_per_pod {
-        let node_fd = PinnedNs::open(&node.node_pin)?;
-        NetHandle::in_netns(node_fd.as_fd(), "bench-node")?
-            .add_pod_interface(net_fd.as_fd(), &mut pod_handle, &iface)
-            .with_context(|| format!("adding the interface of {name}"))?;
-    } else {
-        let waited = Instant::now();
-        let mut bridge = node
-            .bridge
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the bridge handle is poisoned"))?;
-        phases.net_lock_wait = waited.elapsed().as_secs_f64() * 1e3;
-        bridge
-            .add_pod_interface(net_fd.as_fd(), &mut pod_handle, &iface)
-            .with_context(|| format!("adding the interface of {name}"))?;
+    if !pooled_veth {
+        pod.veth = Some(iface.host_ifname.clone());
     }
+    let net_fd = PinnedNs::open(&net_pin)?;
+    let taken = Instant::now();
+    let mut handle = if node.handle_per_pod {
+        node.open_handle()?
+    } else {
+        node.take_handle()?
+    };
+    phases.net_handle = taken.elapsed().as_secs_f64() * 1e3;
+    let added = if pooled_veth {
+        handle.configure_pod_interface(net_fd.as_fd(), &mut pod_handle, &iface)
+    } else {
+        handle.add_pod_interface(net_fd.as_fd(), &mut pod_handle, &iface)
+    }
+    .with_context(|| format!("adding the interface of {name}"));
+    if !node.handle_per_pod {
+        node.give_handle(handle);
+    }
+    added?;
     phases.net = lap.ms();
 
     let id = format!("{name}-c0");
-    let spec = node.spec(&id, args, &dir, &cg);
+    let spec = node.spec(&id, args, &pins, &cg);
     node.containers
         .create(&spec)
         .with_context(|| format!("creating container {id}"))?;
