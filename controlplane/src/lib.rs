@@ -4,4 +4,5 @@
 pub mod apiserver;
 pub mod controllers;
 pub mod hollow;
+pub mod node;
 pub mod store;

@@ -1,7 +1,13 @@
-//! Shared by the control plane and the node agent: Kubernetes resource quantities (and,
-//! with the kubelet issue, the node contract).
+//! Shared by the control plane and the node agent: Kubernetes resource quantities and the
+//! node contract (`proto/node.proto`: the gRPC service nodes dial).
 #![forbid(unsafe_code)]
 
 pub mod quantity;
 
 pub use quantity::Quantity;
+
+/// The node contract, generated from `proto/node.proto`.
+pub mod node {
+    #![allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    tonic::include_proto!("skiff.node.v1");
+}

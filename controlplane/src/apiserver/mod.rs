@@ -105,12 +105,19 @@ pub struct RunningApiServer {
     pub token: String,
     /// PEM of the CA that signed the serving certificate.
     pub ca_pem: String,
+    /// The serving certificate chain and key, PEM (the node port serves them too).
+    pub serving_pem: (String, String),
     state: AppState,
     handle: Handle<SocketAddr>,
     task: JoinHandle<Result<(), ApiServerError>>,
 }
 
 impl RunningApiServer {
+    /// The server's shared state (store, allocators), for services beside the HTTP API.
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
     /// An in-process client of this server (what the controllers use).
     pub fn client(&self) -> Client {
         Client::new(self.state.clone())
@@ -238,6 +245,7 @@ pub async fn start_with_store(
     Ok(RunningApiServer {
         addr,
         kubeconfig,
+        serving_pem: tls::serving_pem(&pki),
         token: pki.token,
         ca_pem: pki.ca_pem,
         state,
@@ -268,6 +276,16 @@ fn router(state: AppState, auth: auth::Authenticator) -> Router {
             metrics,
             metrics::track,
         ))
+}
+
+/// The node a node bearer token (`node.<name>.<secret>`) belongs to, if it is current.
+pub async fn verify_node_token(store: &dyn Store, token: &str) -> Option<String> {
+    nodetoken::verify(store, token).await
+}
+
+/// Mints (or replaces) the bearer token of node `name`.
+pub async fn mint_token_of_node(store: &dyn Store, name: &str) -> Result<String, ApiError> {
+    nodetoken::mint(store, name).await
 }
 
 /// The request decoders and patchers on their own, for fuzz targets: none may panic,

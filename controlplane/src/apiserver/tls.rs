@@ -135,6 +135,24 @@ pub fn load_or_create(data_dir: &Path, extra_sans: &[String]) -> Result<Pki, Api
     })
 }
 
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The serving chain and key as PEM (certificates, PKCS#8 key).
+pub fn serving_pem(pki: &Pki) -> (String, String) {
+    let chain: String = pki.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+    (chain, pem("PRIVATE KEY", &pki.key_der))
+}
+
 /// The rustls configuration (ring provider, HTTP/1.1 via ALPN).
 pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, ApiServerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
