@@ -3,6 +3,7 @@
 //! specs; `local` applies such a plan with the runtime and keeps each pod's record on disk.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod caps;
 pub mod images;
 pub mod ipam;

@@ -102,6 +102,29 @@ pub struct LocalConfig {
     pub node_netns: Option<PathBuf>,
     pub pod_cidr: Ipv4Net,
     pub bridge: String,
+    /// The cluster DNS that pods on the pod network use; `None` copies the node's
+    /// `/etc/resolv.conf`.
+    pub cluster_dns: Option<ClusterDns>,
+}
+
+/// Where pods resolve names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDns {
+    /// The DNS Service address.
+    pub server: String,
+    /// `cluster.local`.
+    pub domain: String,
+}
+
+impl ClusterDns {
+    /// A pod's `/etc/resolv.conf`, as the kubelet writes it for `dnsPolicy: ClusterFirst`.
+    pub fn resolv_conf(&self, namespace: &str) -> String {
+        let d = &self.domain;
+        format!(
+            "search {namespace}.svc.{d} svc.{d} {d}\nnameserver {}\noptions ndots:5\n",
+            self.server
+        )
+    }
 }
 
 /// What `pods/NAME/pod.json` holds.
@@ -223,7 +246,23 @@ impl LocalPods {
     pub fn run(&self, manifest: &str) -> Result<PodRecord, LocalError> {
         let pod = podspec::parse(manifest)?;
         let name = podspec::pod_name(&pod)?;
-        let dir = self.pod_dir(&name);
+        let record = self.create_pod(&pod, &name)?;
+        for c in &record.containers {
+            self.start_container(&record, &c.name)?;
+        }
+        Ok(record)
+    }
+
+    /// Makes pod `name` (a label: the pod's name for the CLI, its uid for the node agent):
+    /// files, sandbox, network and every container, created but not started. On failure
+    /// nothing of it is left.
+    pub fn create_pod(
+        &self,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        name: &str,
+    ) -> Result<PodRecord, LocalError> {
+        podspec::check_label("pod", name)?;
+        let dir = self.pod_dir(name);
         let io = |op, path: &Path| {
             let path = path.to_path_buf();
             move |source| LocalError::Io { op, path, source }
@@ -231,26 +270,94 @@ impl LocalPods {
         std::fs::create_dir_all(self.cfg.state_dir.join("pods")).map_err(io("create", &dir))?;
         match std::fs::create_dir(&dir) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(LocalError::Exists(name));
+                return Err(LocalError::Exists(name.into()));
             }
             other => other.map_err(io("create", &dir))?,
         }
-        let record = match self.create(&pod, &name, &dir) {
-            Ok(record) => record,
+        match self.create(pod, name, &dir) {
+            Ok(record) => Ok(record),
             Err(e) => {
-                let _ = self.teardown(&name, Duration::ZERO);
-                return Err(e);
+                let _ = self.teardown(name, Duration::ZERO);
+                Err(e)
             }
-        };
-        for c in &record.containers {
-            self.containers
-                .start(&c.id)
-                .map_err(|source| LocalError::Container {
-                    pod: name.clone(),
-                    source: Box::new(source),
-                })?;
         }
-        Ok(record)
+    }
+
+    /// Starts a created container of a pod.
+    pub fn start_container(&self, record: &PodRecord, container: &str) -> Result<(), LocalError> {
+        let c = choose(record, Some(container))?;
+        self.containers
+            .start(&c.id)
+            .map(|_| ())
+            .map_err(|source| LocalError::Container {
+                pod: record.name.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    /// Replaces an exited container by a fresh one made from the same spec (same cgroup,
+    /// same log file), ready to start: a restart.
+    pub fn recreate_container(
+        &self,
+        record: &PodRecord,
+        container: &str,
+    ) -> Result<(), LocalError> {
+        let c = choose(record, Some(container))?;
+        let err = |source| LocalError::Container {
+            pod: record.name.clone(),
+            source: Box::new(source),
+        };
+        let spec = self.containers.spec(&c.id).map_err(err)?;
+        self.containers.remove(&c.id).map_err(err)?;
+        self.containers.create(&spec).map_err(err)?;
+        Ok(())
+    }
+
+    /// The runtime's view of one container of a pod.
+    pub fn container_status(
+        &self,
+        record: &PodRecord,
+        container: &str,
+    ) -> Result<skiff_runtime::container::ContainerStatus, LocalError> {
+        let c = choose(record, Some(container))?;
+        self.containers
+            .status(&c.id)
+            .map_err(|source| LocalError::Container {
+                pod: record.name.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    /// Stops one container: its stop signal, `grace`, then SIGKILL.
+    pub fn stop_container(
+        &self,
+        record: &PodRecord,
+        container: &str,
+        grace: Duration,
+    ) -> Result<(), LocalError> {
+        let c = choose(record, Some(container))?;
+        match self.containers.stop(&c.id, grace) {
+            Ok(_) | Err(ContainerError::NotFound(_)) => Ok(()),
+            Err(source) => Err(LocalError::Container {
+                pod: record.name.clone(),
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// The names of the pods with a record on this node.
+    pub fn names(&self) -> Vec<String> {
+        let dir = self.cfg.state_dir.join("pods");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 
     fn create(
@@ -279,9 +386,19 @@ impl LocalPods {
                 .to_string_lossy()
                 .into_owned(),
             host_hosts: std::fs::read_to_string("/etc/hosts").ok(),
-            host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").ok(),
+            host_resolv_conf: match (&self.cfg.cluster_dns, ip) {
+                (Some(dns), Some(_)) => {
+                    Some(dns.resolv_conf(pod.metadata.namespace.as_deref().unwrap_or("default")))
+                }
+                _ => std::fs::read_to_string("/etc/resolv.conf").ok(),
+            },
         };
-        let plan = podspec::plan(pod, &ctx, &self.images)?;
+        let mut plan = podspec::plan(pod, &ctx, &self.images)?;
+        // Container ids follow the record's name: two pods of one name in two namespaces
+        // (or two instances of one pod) never share one.
+        for c in &mut plan.containers {
+            c.spec.id = format!("{name}.{}", c.name);
+        }
         let mut record = PodRecord {
             name: name.into(),
             hostname: plan.hostname.clone(),
@@ -675,5 +792,22 @@ fn remove_cgroup_tree(dir: &Path) -> Result<(), LocalError> {
             source: e,
         }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClusterDns;
+
+    #[test]
+    fn resolv_conf_points_at_cluster_dns_with_the_namespace_first() {
+        let dns = ClusterDns {
+            server: "10.96.0.10".into(),
+            domain: "cluster.local".into(),
+        };
+        assert_eq!(
+            dns.resolv_conf("web"),
+            "search web.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+        );
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use skiff_controlplane::apiserver::{self, ApiServerConfig, PortRange, ServiceCidr};
 use skiff_controlplane::controllers::{self, leader};
+use skiff_controlplane::node;
 
 /// Options of `skiff apiserver`.
 #[derive(Debug, Args)]
@@ -33,45 +34,100 @@ pub struct ApiServerArgs {
     /// The range NodePorts come from.
     #[arg(long, default_value = "30000-32767", value_parser = PortRange::parse)]
     pub service_node_port_range: PortRange,
+    /// Where nodes dial the node service (gRPC over TLS).
+    #[arg(long, default_value = "127.0.0.1:6444")]
+    pub node_listen: SocketAddr,
 }
 
-pub async fn run(args: ApiServerArgs) -> Result<()> {
-    let mut config = ApiServerConfig::new(&args.data_dir);
-    config.listen = args.listen;
-    config.etcd = args.etcd;
-    config.extra_sans = args.tls_san;
-    config.service_cidr = args.service_cidr;
-    config.node_ports = args.service_node_port_range;
-    let server = apiserver::start(config)
-        .await
-        .context("starting the API server")?;
-    eprintln!(
-        "skiff apiserver listening on https://{}; kubeconfig: {}",
-        server.addr,
-        server.kubeconfig.display()
-    );
-    // Every control-plane process campaigns; the Lease holder runs the controllers. The
-    // identity is stable across restarts of this process, so a restart resumes at once.
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    let identity = format!("{host}_{}", args.listen);
-    let controllers = (!args.no_controllers).then(|| {
-        leader::run(
+/// A running control plane: API server, node service, and (unless disabled) the
+/// controllers campaigning for leadership.
+pub struct ControlPlane {
+    pub server: apiserver::RunningApiServer,
+    pub nodes: node::NodeServer,
+    controllers: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    pub async fn start(args: &ApiServerArgs) -> Result<ControlPlane> {
+        let mut config = ApiServerConfig::new(&args.data_dir);
+        config.listen = args.listen;
+        config.etcd = args.etcd.clone();
+        config.extra_sans = args.tls_san.clone();
+        config.service_cidr = args.service_cidr;
+        config.node_ports = args.service_node_port_range;
+        let server = apiserver::start(config)
+            .await
+            .context("starting the API server")?;
+        let service = node::NodeService::new(
             server.client(),
-            leader::Election::new(identity),
-            controllers::Config::default(),
-        )
-    });
+            server.state(),
+            node::NodeSettings::new(args.service_cidr),
+        );
+        let (cert_pem, key_pem) = server.serving_pem.clone();
+        let tls = node::NodeTls {
+            cert_pem,
+            key_pem,
+            client_ca_pem: server.ca_pem.clone(),
+        };
+        let nodes = node::serve(args.node_listen, service, &tls)
+            .await
+            .context("starting the node service")?;
+        // Every control-plane process campaigns; the Lease holder runs the controllers.
+        // The identity is stable across restarts of this process, so a restart resumes
+        // at once.
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        let identity = format!("{host}_{}", args.listen);
+        let controllers = (!args.no_controllers).then(|| {
+            leader::run(
+                server.client(),
+                leader::Election::new(identity),
+                controllers::Config::default(),
+            )
+        });
+        Ok(ControlPlane {
+            server,
+            nodes,
+            controllers,
+        })
+    }
+
+    pub async fn shutdown(self) -> Result<()> {
+        if let Some(task) = self.controllers {
+            task.abort();
+        }
+        self.nodes
+            .shutdown()
+            .await
+            .context("stopping the node service")?;
+        self.server
+            .shutdown()
+            .await
+            .context("stopping the API server")
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn terminated() -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    if let Some(task) = controllers {
-        task.abort();
-    }
-    server.shutdown().await.context("stopping the API server")
+    Ok(())
+}
+
+pub async fn run(args: ApiServerArgs) -> Result<()> {
+    let plane = ControlPlane::start(&args).await?;
+    eprintln!(
+        "skiff apiserver listening on https://{}; nodes dial https://{}; kubeconfig: {}",
+        plane.server.addr,
+        plane.nodes.addr,
+        plane.server.kubeconfig.display()
+    );
+    terminated().await?;
+    plane.shutdown().await
 }

@@ -4,6 +4,7 @@ mod controlplane;
 mod image;
 mod pod;
 mod progress;
+mod up;
 
 use std::path::PathBuf;
 
@@ -42,6 +43,10 @@ pub enum Command {
     Bench(crate::bench::BenchCommand),
     /// Run the Kubernetes API server (HTTPS; writes DATA_DIR/kubeconfig) until SIGTERM.
     Apiserver(controlplane::ApiServerArgs),
+    /// A single-node cluster: control plane and this node's kubelet, until SIGTERM.
+    Up(up::UpArgs),
+    /// This node's agent, joined to a control plane elsewhere, until SIGTERM.
+    Kubelet(up::KubeletArgs),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -67,5 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pod(cmd) => pod::run(&cli.root, cmd),
         Command::Bench(cmd) => runtime.block_on(crate::bench::run(cmd)),
         Command::Apiserver(args) => runtime.block_on(controlplane::run(args)),
+        Command::Up(args) => runtime.block_on(up::up(args)),
+        Command::Kubelet(args) => runtime.block_on(up::kubelet(&cli.root, args)),
     }
 }

@@ -94,6 +94,7 @@ fn open(root: &Path, node: NodeArgs) -> Result<LocalPods> {
         node_netns: node.node_netns,
         pod_cidr: node.pod_cidr,
         bridge: node.bridge,
+        cluster_dns: None,
     };
     Ok(LocalPods::open(cfg)?)
 }

@@ -1,0 +1,48 @@
+//! Image pulls for the node agent: by `imagePullPolicy` (`Always`, `IfNotPresent`,
+//! `Never`), at most a few at once, the registry's own message in the error.
+
+use std::sync::Arc;
+
+use skiff_runtime::image::{self, ImageStore, NoProgress, PullOptions, Reference};
+use tokio::sync::Semaphore;
+
+pub struct Images {
+    store: ImageStore,
+    options: PullOptions,
+    slots: Semaphore,
+}
+
+impl Images {
+    pub fn new(store: ImageStore, options: PullOptions, parallel: usize) -> Images {
+        Images {
+            store,
+            options,
+            slots: Semaphore::new(parallel.max(1)),
+        }
+    }
+
+    /// Makes `reference` present as `policy` asks; the error is what the user reads.
+    pub async fn ensure(&self, reference: &str, policy: &str) -> Result<(), String> {
+        let parsed = Reference::parse(reference)
+            .map_err(|e| format!("Failed to pull image \"{reference}\": {e}"))?;
+        let present = self
+            .store
+            .get_image(&parsed)
+            .map_err(|e| e.to_string())?
+            .is_some();
+        match (policy, present) {
+            ("Never", true) | ("IfNotPresent", true) => return Ok(()),
+            ("Never", false) => {
+                return Err(format!(
+                    "Container image \"{reference}\" is not present with pull policy of Never"
+                ));
+            }
+            _ => {}
+        }
+        let _slot = self.slots.acquire().await.map_err(|e| e.to_string())?;
+        image::pull(&self.store, &parsed, &self.options, Arc::new(NoProgress))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("Failed to pull image \"{reference}\": {e}"))
+    }
+}

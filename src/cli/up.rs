@@ -1,0 +1,177 @@
+//! `skiff up`: a single-node cluster in one process — the control plane (embedded store,
+//! API server, node service, controllers) and this machine's kubelet dialling it over the
+//! node contract like any other node. And `skiff kubelet`: the node agent alone, for a
+//! node joining a control plane elsewhere.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use skiff_controlplane::apiserver::{self, PortRange, ServiceCidr};
+use skiff_kubelet::agent::{self, AgentConfig, Credentials};
+use skiff_runtime::image::PullOptions;
+
+use super::controlplane::{ApiServerArgs, ControlPlane, terminated};
+
+/// What a node needs to know to run pods.
+#[derive(Debug, Clone, Args)]
+pub struct NodeOptions {
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// This node's address (default: the one that routes to the control plane).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// Pod cgroups go below this one, relative to the cgroup skiff runs in.
+    #[arg(long, env = "SKIFF_CGROUP_PARENT", default_value = "skiff-pods")]
+    pub cgroup_parent: PathBuf,
+    /// The bridge pods attach to (created if missing).
+    #[arg(long, env = "SKIFF_BRIDGE", default_value = "skiff0")]
+    pub bridge: String,
+    /// Registries spoken to over plain HTTP (loopback always is).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// Image pulls at once.
+    #[arg(long, default_value_t = 3)]
+    pub parallel_pulls: usize,
+}
+
+/// Options of `skiff up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the control plane's store, certificates and kubeconfig live; the node keeps
+    /// its images and pods in DATA_DIR/node.
+    #[arg(long, default_value = "/var/lib/skiff")]
+    pub data_dir: PathBuf,
+    /// The API server's HTTPS address.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// Where the node service listens.
+    #[arg(long, default_value = "127.0.0.1:6444")]
+    pub node_listen: SocketAddr,
+    #[arg(long, default_value = "10.96.0.0/12", value_parser = ServiceCidr::parse)]
+    pub service_cidr: ServiceCidr,
+    #[command(flatten)]
+    pub node: NodeOptions,
+}
+
+/// Options of `skiff kubelet`.
+#[derive(Debug, Args)]
+pub struct KubeletArgs {
+    /// The control plane's node service, `https://HOST:6444`.
+    #[arg(long)]
+    pub server: String,
+    /// This node's bearer token (`node.NAME.SECRET`, from `POST /skiff/v1/nodes/NAME/token`).
+    #[arg(long, env = "SKIFF_NODE_TOKEN")]
+    pub token: String,
+    /// The cluster CA certificate (PEM).
+    #[arg(long)]
+    pub ca_file: PathBuf,
+    #[command(flatten)]
+    pub node: NodeOptions,
+}
+
+fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .to_lowercase()
+}
+
+fn agent_config(
+    root: &std::path::Path,
+    server: String,
+    ca_pem: String,
+    credentials: Credentials,
+    node: &NodeOptions,
+) -> Result<AgentConfig> {
+    Ok(AgentConfig {
+        server,
+        ca_pem,
+        credentials,
+        node_name: node.node_name.clone().unwrap_or_else(host_name),
+        node_ip: node.node_ip,
+        state_dir: root.join("run"),
+        image_root: root.to_path_buf(),
+        setup_binary: crate::setup_binary().context("finding the skiff binary")?,
+        cgroup_parent: node.cgroup_parent.clone(),
+        node_netns: None,
+        bridge: node.bridge.clone(),
+        pull: PullOptions {
+            insecure_registries: node.insecure_registries.clone(),
+            ..PullOptions::default()
+        },
+        parallel_pulls: node.parallel_pulls,
+    })
+}
+
+pub async fn up(args: UpArgs) -> Result<()> {
+    let plane_args = ApiServerArgs {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        etcd: Vec::new(),
+        tls_san: Vec::new(),
+        no_controllers: false,
+        service_cidr: args.service_cidr,
+        service_node_port_range: PortRange::default(),
+        node_listen: args.node_listen,
+    };
+    let plane = ControlPlane::start(&plane_args).await?;
+    let node_name = args.node.node_name.clone().unwrap_or_else(host_name);
+    let token = apiserver::mint_token_of_node(plane.server.state().store.as_ref(), &node_name)
+        .await
+        .map_err(|e| anyhow::anyhow!("minting the node token: {}", e.message))?;
+    let node_root = args.data_dir.join("node");
+    let mut node = args.node.clone();
+    node.node_name = Some(node_name.clone());
+    let config = agent_config(
+        &node_root,
+        format!("https://{}", plane.nodes.addr),
+        plane.server.ca_pem.clone(),
+        Credentials::Token(token),
+        &node,
+    )?;
+    println!(
+        "skiff is up: node {node_name}, API https://{}\n  export KUBECONFIG={}\n  kubectl get nodes",
+        plane.server.addr,
+        plane.server.kubeconfig.display()
+    );
+    let stop = tokio::sync::Notify::new();
+    let agent = agent::run(config, stop.notified());
+    tokio::pin!(agent);
+    tokio::select! {
+        r = &mut agent => r.context("the kubelet stopped")?,
+        r = terminated() => {
+            r?;
+            stop.notify_one();
+            agent.await.context("stopping the kubelet")?;
+        }
+    }
+    // Pods keep running: the next `skiff up` with this data dir adopts them.
+    plane.shutdown().await
+}
+
+pub async fn kubelet(root: &std::path::Path, args: KubeletArgs) -> Result<()> {
+    let ca_pem = std::fs::read_to_string(&args.ca_file)
+        .with_context(|| format!("reading {}", args.ca_file.display()))?;
+    let config = agent_config(
+        root,
+        args.server,
+        ca_pem,
+        Credentials::Token(args.token),
+        &args.node,
+    )?;
+    let stop = tokio::sync::Notify::new();
+    let agent = agent::run(config, stop.notified());
+    tokio::pin!(agent);
+    tokio::select! {
+        r = &mut agent => r.context("the kubelet stopped")?,
+        r = terminated() => {
+            r?;
+            stop.notify_one();
+            agent.await.context("stopping the kubelet")?;
+        }
+    }
+    Ok(())
+}
