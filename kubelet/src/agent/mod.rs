@@ -240,7 +240,7 @@ async fn heartbeat(
         tokio::time::sleep(every).await;
         n += 1;
         // The status (with fresh condition heartbeats) every sixth beat: a minute by default.
-        let status = if n % 6 == 0 {
+        let status = if n.is_multiple_of(6) {
             serde_json::to_vec(&nodeinfo::status(
                 &machine,
                 host_ip,

@@ -307,7 +307,7 @@ mod tests {
         let running = with(State::Running {
             started_at: ts("2026-11-23T10:00:00Z"),
         });
-        assert_eq!(phase("Always", &[running.clone()]), "Running");
+        assert_eq!(phase("Always", std::slice::from_ref(&running)), "Running");
         assert_eq!(phase("Never", &[with(exited(0))]), "Succeeded");
         assert_eq!(
             phase("Never", &[with(exited(0)), with(exited(2))]),

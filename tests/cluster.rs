@@ -1,0 +1,449 @@
+//! End to end: `skiff up` (the real binary) brings up a one-node cluster inside a network
+//! namespace of the test's own, and the real kubectl drives it. Pods really run, get
+//! addresses, serve HTTP, crash and restart with back-off, fail with the messages users
+//! know, survive a `kill -9` of skiff itself, and go away when deleted.
+//! Needs root, `ip`, `nsenter`, python3 and kubectl 1.33 (the machine image has it).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+
+/// A cluster in its own network namespace, and everything to clean up after it.
+struct Up {
+    netns: String,
+    cgroup_parent: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Up {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn in_netns(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg(program);
+        cmd
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("skiff.log"))
+            .expect("log file");
+        let child = self
+            .in_netns(env!("CARGO_BIN_EXE_skiff"))
+            .args(["-v", "up", "--data-dir"])
+            .arg(self.data())
+            .args([
+                "--cgroup-parent",
+                &self.cgroup_parent,
+                "--bridge",
+                "skiffe2e0",
+            ])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start skiff up");
+        self.child = Some(child);
+        wait_for("the node to be Ready", Duration::from_secs(60), || {
+            let out = self.kubectl(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            out.0 && out.1.trim() == "True"
+        });
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs kubectl against the cluster: (success, stdout, stderr).
+    fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self
+            .in_netns(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(self.data().join("kubeconfig"))
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.kubectl(args);
+        assert!(ok, "kubectl {args:?}: {stdout}{stderr}\n{}", self.log());
+        stdout
+    }
+
+    fn apply(&self, yaml: &str) {
+        let path = self.dir.path().join("manifest.yaml");
+        std::fs::write(&path, yaml).expect("write manifest");
+        self.kubectl_ok(&["apply", "-f", path.to_str().unwrap_or_default()]);
+    }
+
+    fn jsonpath(&self, what: &[&str], path: &str) -> String {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        let expr = format!("jsonpath={path}");
+        args.extend_from_slice(&["-o", &expr]);
+        self.kubectl(&args).1
+    }
+
+    /// GET http://ip:port/path from inside the cluster's network namespace.
+    fn http_get(&self, url: &str) -> Option<String> {
+        let script = format!(
+            "import urllib.request;print(urllib.request.urlopen('{url}', timeout=3).read().decode(), end='')"
+        );
+        let out = self
+            .in_netns("python3")
+            .args(["-c", &script])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("skiff.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // Workloads first, so the node tears its pods down itself…
+        if self.child.is_some() {
+            let _ = self.kubectl(&[
+                "delete",
+                "deploy,pods",
+                "--all",
+                "--wait=true",
+                "--timeout=60s",
+            ]);
+        }
+        self.stop();
+        // …then whatever is left: processes in our pod cgroups, the cgroups, mounts under
+        // the data dir, the namespace (which takes the bridge and veths along).
+        for hierarchy in [
+            "unified", "pids", "cpu", "memory", "cpuset", "freezer", "devices", "blkio", "",
+        ] {
+            let root = Path::new("/sys/fs/cgroup").join(hierarchy);
+            for dir in find_dirs(&root, &self.cgroup_parent, 4) {
+                kill_tree(&dir);
+                remove_tree(&dir);
+            }
+        }
+        let data = self.dir.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&data))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = Command::new("umount").args(["-l", p]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+fn find_dirs(root: &Path, name: &str, depth: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if e.file_name().to_string_lossy() == name {
+            out.push(e.path());
+        } else if depth > 0 {
+            out.extend(find_dirs(&e.path(), name, depth - 1));
+        }
+    }
+    out
+}
+
+fn kill_tree(dir: &Path) {
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                kill_tree(&e.path());
+            }
+        }
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    for _ in 0..20 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn ready() -> Option<Up> {
+    if !support::privileged_with(&["ip", "nsenter", "python3"]) {
+        return None;
+    }
+    if !Path::new(KUBECTL).exists() {
+        eprintln!("skipping: {KUBECTL} not found (kubectl is part of the machine image)");
+        return None;
+    }
+    let id = std::process::id();
+    let netns = format!("skiff-e2e-{id}");
+    let status = Command::new("ip").args(["netns", "add", &netns]).status();
+    assert!(status.is_ok_and(|s| s.success()), "ip netns add {netns}");
+    let up = Up {
+        netns,
+        cgroup_parent: format!("skiff-e2e-{id}"),
+        dir: tempfile::tempdir().expect("tempdir"),
+        child: None,
+    };
+    let lo = up.in_netns("ip").args(["link", "set", "lo", "up"]).status();
+    assert!(lo.is_ok_and(|s| s.success()), "lo up");
+    let layout = support::build_image(up.dir.path(), "single", &[]);
+    support::skiff_ok(
+        &up.data().join("node"),
+        &[
+            "image",
+            "import",
+            layout.to_str().unwrap_or_default(),
+            "--name",
+            "skiff.test/busybox:latest",
+        ],
+    );
+    Some(up)
+}
+
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: httpd
+        image: skiff.test/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "hostname > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
+"#;
+
+const BROKEN: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  containers:
+  - {name: c, image: skiff.test/busybox:latest, imagePullPolicy: IfNotPresent,
+     command: ["sh", "-c", "echo dying; exit 1"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nocmd}
+spec:
+  containers:
+  - {name: c, image: skiff.test/busybox:latest, imagePullPolicy: IfNotPresent,
+     command: ["no-such-command"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: noimage}
+spec:
+  containers:
+  - {name: c, image: "127.0.0.1:1/nothing:1"}
+"#;
+
+/// The web pods: name → (ip, restartCount), once all three run.
+fn web_pods(up: &Up) -> Vec<(String, String, String)> {
+    let text = up.jsonpath(
+        &["pods", "-l", "app=web"],
+        "{range .items[*]}{.metadata.name} {.status.phase} {.status.podIP} {.status.containerStatuses[0].restartCount}{\"\\n\"}{end}",
+    );
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 4 && f[1] == "Running")
+                .then(|| (f[0].to_owned(), f[2].to_owned(), f[3].to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn skiff_up_runs_a_deployment_restarts_crashes_and_survives_its_own_restart() {
+    let Some(mut up) = ready() else {
+        return;
+    };
+    up.start();
+
+    // A Deployment of three web servers: three Running pods, three addresses, each serving.
+    up.apply(WEB);
+    let mut pods = Vec::new();
+    wait_for("3 running web pods", Duration::from_secs(60), || {
+        pods = web_pods(&up);
+        pods.len() == 3
+    });
+    let mut ips: Vec<&String> = pods.iter().map(|p| &p.1).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "distinct pod IPs: {pods:?}");
+    for (name, ip, _) in &pods {
+        assert!(ip.starts_with("10.244."), "{ip} is in the node's PodCIDR");
+        let body = up.http_get(&format!("http://{ip}:8080/index.html"));
+        assert_eq!(
+            body.as_deref().map(str::trim),
+            Some(name.as_str()),
+            "pod {name} at {ip}"
+        );
+    }
+
+    // Failures as users see them in `kubectl get pods` and in the container status.
+    up.apply(BROKEN);
+    wait_for("CrashLoopBackOff", Duration::from_secs(60), || {
+        up.kubectl_ok(&["get", "pod", "crash"])
+            .contains("CrashLoopBackOff")
+    });
+    let restarts = up.jsonpath(
+        &["pod", "crash"],
+        "{.status.containerStatuses[0].restartCount}",
+    );
+    assert!(
+        restarts.trim().parse::<u32>().unwrap_or(0) >= 1,
+        "restarts: {restarts}"
+    );
+    let last = up.jsonpath(
+        &["pod", "crash"],
+        "{.status.containerStatuses[0].lastState.terminated.exitCode}",
+    );
+    assert_eq!(last.trim(), "1");
+    wait_for("RunContainerError", Duration::from_secs(30), || {
+        let reason = up.jsonpath(
+            &["pod", "nocmd"],
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        );
+        reason == "RunContainerError"
+    });
+    let message = up.jsonpath(
+        &["pod", "nocmd"],
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
+    assert!(message.contains("no-such-command"), "{message}");
+    wait_for("an image pull error", Duration::from_secs(30), || {
+        let reason = up.jsonpath(
+            &["pod", "noimage"],
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        );
+        reason == "ErrImagePull" || reason == "ImagePullBackOff"
+    });
+    let message = up.jsonpath(
+        &["pod", "noimage"],
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
+    assert!(message.contains("127.0.0.1:1/nothing:1"), "{message}");
+    up.kubectl_ok(&[
+        "delete",
+        "pod",
+        "crash",
+        "nocmd",
+        "noimage",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+
+    // kill -9 of skiff (control plane and kubelet at once), then start again: the pods
+    // were never stopped, nothing restarted, same addresses, still serving.
+    up.kill9();
+    up.start();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = web_pods(&up);
+    assert_eq!(after, pods, "pods, addresses and restart counts unchanged");
+    for (name, ip, _) in &after {
+        let body = up.http_get(&format!("http://{ip}:8080/index.html"));
+        assert_eq!(body.as_deref().map(str::trim), Some(name.as_str()));
+    }
+
+    // Deleting the Deployment removes the pods from the node: their addresses stop
+    // answering.
+    up.kubectl_ok(&["delete", "deploy", "web"]);
+    wait_for("the web pods to go", Duration::from_secs(60), || {
+        up.kubectl_ok(&["get", "pods", "-l", "app=web", "-o", "name"])
+            .trim()
+            .is_empty()
+    });
+    for (_, ip, _) in &pods {
+        assert!(
+            up.http_get(&format!("http://{ip}:8080/index.html"))
+                .is_none(),
+            "{ip} still answers"
+        );
+    }
+}
