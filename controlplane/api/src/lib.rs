@@ -2,6 +2,7 @@
 //! with the kubelet issue, the node contract).
 #![forbid(unsafe_code)]
 
+pub mod join;
 pub mod quantity;
 
 pub use quantity::Quantity;
