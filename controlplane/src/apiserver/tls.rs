@@ -26,6 +26,12 @@ pub struct Pki {
     pub key_der: Vec<u8>,
     /// The admin bearer token.
     pub token: String,
+    /// The serving chain as PEM (leaf, CA), for servers configured from PEM (tonic).
+    pub chain_pem: String,
+    /// The serving key as PEM.
+    pub key_pem: String,
+    /// The cluster CA as an issuer: signs node client certificates (`join.rs`).
+    pub ca_issuer: Arc<Issuer<'static, KeyPair>>,
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ApiServerError {
@@ -128,10 +134,13 @@ pub fn load_or_create(data_dir: &Path, extra_sans: &[String]) -> Result<Pki, Api
         .map_err(cert("serving signing"))?;
     let chain = vec![leaf.der().clone(), ca_der(&ca_pem, &dir.join("ca.crt"))?];
     Ok(Pki {
+        chain_pem: format!("{}{}", leaf.pem(), ca_pem),
+        key_pem: key.serialize_pem(),
         ca_pem,
         chain,
         key_der: key.serialize_der(),
         token,
+        ca_issuer: Arc::new(issuer),
     })
 }
 
