@@ -125,3 +125,49 @@ pub fn node_name(cert_der: &[u8]) -> Option<String> {
     let name = cn.strip_prefix(NODE_USER_PREFIX)?;
     (!name.is_empty()).then(|| name.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair};
+
+    fn cert(subject: &[(DnType, &str)]) -> Vec<u8> {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (ty, value) in subject {
+            params.distinguished_name.push(ty.clone(), *value);
+        }
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn only_node_subjects_name_a_node() {
+        let (cn, o) = (DnType::CommonName, DnType::OrganizationName);
+        let good = cert(&[(cn.clone(), "system:node:w1"), (o.clone(), "system:nodes")]);
+        assert_eq!(node_name(&good).as_deref(), Some("w1"));
+        for subject in [
+            vec![(cn.clone(), "system:node:w1")],
+            vec![
+                (cn.clone(), "system:node:w1"),
+                (o.clone(), "system:masters"),
+            ],
+            vec![(cn.clone(), "system:node:"), (o.clone(), "system:nodes")],
+            vec![(cn.clone(), "admin"), (o.clone(), "system:nodes")],
+            vec![(o.clone(), "system:nodes")],
+        ] {
+            assert_eq!(node_name(&cert(&subject)), None, "{subject:?}");
+        }
+        assert_eq!(node_name(b"not a certificate"), None);
+    }
+
+    #[test]
+    fn the_server_config_speaks_h2() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = super::super::tls::load_or_create(dir.path(), &[]).unwrap();
+        let tls = NodeTls::from_pki(&pki).unwrap();
+        let config = tls.server_config().unwrap();
+        assert_eq!(config.alpn_protocols, [b"h2".to_vec()]);
+        assert!(!format!("{tls:?}").contains("PRIVATE"));
+    }
+}
