@@ -15,8 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::error::ApiServerError;
 
-/// The credentials the server runs with.
-#[derive(Debug)]
+/// The credentials the server runs with. Its `Debug` shows no secret.
 pub struct Pki {
     /// PEM of the CA certificate (what clients trust).
     pub ca_pem: String,
@@ -32,6 +31,14 @@ pub struct Pki {
     pub key_pem: String,
     /// The cluster CA as an issuer: signs node client certificates (`join.rs`).
     pub ca_issuer: Arc<Issuer<'static, KeyPair>>,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ApiServerError {
@@ -192,6 +199,8 @@ mod tests {
         assert_eq!(first.token.len(), 48);
         assert_eq!(second.chain[1], first.chain[1]);
         assert!(server_config(&second).is_ok());
+        let shown = format!("{second:?}");
+        assert!(!shown.contains(&second.token) && !shown.contains("PRIVATE"));
         let kc = kubeconfig("https://127.0.0.1:6443", &first);
         assert!(kc.contains("server: https://127.0.0.1:6443"));
         assert!(kc.contains(&format!("token: {}", first.token)));
