@@ -1,7 +1,9 @@
 //! The Kubernetes API server: HTTPS (rustls, ring) with bearer-token auth, discovery,
 //! OpenAPI v3, and generic REST over the revisioned store for the resources in
 //! `registry.rs`. Requests are parsed into commands (`request.rs`) apart from their effects
-//! (`handlers/`). See `docs/design/004-apiserver.md`.
+//! (`handlers/`). Nodes join with a join token (`jointoken.rs`, `join.rs`) and get a client
+//! certificate, their identity on the node port (`nodetls.rs`). See
+//! `docs/design/004-apiserver.md`.
 
 mod admit;
 mod auth;
