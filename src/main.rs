@@ -12,6 +12,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // A container's setup process is this binary re-executed; it never returns from here.
     skiff_runtime::container::run_if_setup_process();
+    // One TLS crypto provider for the whole process (tonic's server TLS, registry pulls and
+    // the join client all use the process default).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = skiff::cli::Cli::parse();
     skiff::cli::init_tracing(cli.verbose);
     match skiff::cli::run(cli) {

@@ -58,20 +58,15 @@ impl ControlPlane {
         let server = apiserver::start(config)
             .await
             .context("starting the API server")?;
-        let service = node::NodeService::new(
-            server.client(),
-            server.state(),
-            node::NodeSettings::new(args.service_cidr),
-        );
-        let (cert_pem, key_pem) = server.serving_pem.clone();
-        let tls = node::NodeTls {
-            cert_pem,
-            key_pem,
-            client_ca_pem: server.ca_pem.clone(),
-        };
-        let nodes = node::serve(args.node_listen, service, &tls)
-            .await
-            .context("starting the node service")?;
+        let service =
+            node::NodeService::new(server.client(), node::NodeSettings::new(args.service_cidr));
+        let nodes = node::serve(
+            args.node_listen,
+            service,
+            server.node_tls.tonic_server_tls(),
+        )
+        .await
+        .context("starting the node service")?;
         // Every control-plane process campaigns; the Lease holder runs the controllers.
         // The identity is stable across restarts of this process, so a restart resumes
         // at once.
@@ -123,10 +118,16 @@ pub async fn terminated() -> Result<()> {
 pub async fn run(args: ApiServerArgs) -> Result<()> {
     let plane = ControlPlane::start(&args).await?;
     eprintln!(
-        "skiff apiserver listening on https://{}; nodes dial https://{}; kubeconfig: {}",
+        "skiff apiserver listening on https://{}; nodes dial https://{}; kubeconfig: {}\n\
+         join a node: skiff kubelet --api-server https://{} --server https://{} \\\n  \
+         --ca-file {} --join-token $(cat {})",
         plane.server.addr,
         plane.nodes.addr,
-        plane.server.kubeconfig.display()
+        plane.server.kubeconfig.display(),
+        plane.server.addr,
+        plane.nodes.addr,
+        args.data_dir.join("pki/ca.crt").display(),
+        args.data_dir.join(apiserver::JOIN_TOKEN_FILE).display(),
     );
     terminated().await?;
     plane.shutdown().await

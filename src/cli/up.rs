@@ -8,8 +8,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use skiff_controlplane::apiserver::{self, PortRange, ServiceCidr};
-use skiff_kubelet::agent::{self, AgentConfig, Credentials};
+use skiff_controlplane::apiserver::{PortRange, ServiceCidr};
+use skiff_kubelet::agent::{self, AgentConfig};
+use skiff_kubelet::join::{self, NodeCredentials};
 use skiff_runtime::image::PullOptions;
 
 use super::controlplane::{ApiServerArgs, ControlPlane, terminated};
@@ -59,13 +60,17 @@ pub struct UpArgs {
 /// Options of `skiff kubelet`.
 #[derive(Debug, Args)]
 pub struct KubeletArgs {
+    /// The control plane's API server, `https://HOST:6443` (where the node joins).
+    #[arg(long)]
+    pub api_server: String,
     /// The control plane's node service, `https://HOST:6444`.
     #[arg(long)]
     pub server: String,
-    /// This node's bearer token (`node.NAME.SECRET`, from `POST /skiff/v1/nodes/NAME/token`).
-    #[arg(long, env = "SKIFF_NODE_TOKEN")]
-    pub token: String,
-    /// The cluster CA certificate (PEM).
+    /// A join token (the control plane's DATA_DIR/join-token, or `POST /skiff/v1/jointokens`);
+    /// needed only until the node has its certificate (ROOT/pki).
+    #[arg(long, env = "SKIFF_JOIN_TOKEN", default_value = "")]
+    pub join_token: String,
+    /// The cluster CA certificate (PEM): the only one the node trusts.
     #[arg(long)]
     pub ca_file: PathBuf,
     #[command(flatten)]
@@ -79,18 +84,28 @@ fn host_name() -> String {
         .to_lowercase()
 }
 
+/// The node's certificate: the one in ROOT/pki while valid, else a fresh one from joining.
+async fn credentials(
+    root: &std::path::Path,
+    api_server: &str,
+    join_token: &str,
+    ca_pem: &str,
+    node_name: &str,
+) -> Result<NodeCredentials> {
+    join::load_or_join(api_server, join_token, ca_pem, node_name, &root.join("pki"))
+        .await
+        .with_context(|| format!("joining {api_server} as node {node_name}"))
+}
+
 fn agent_config(
     root: &std::path::Path,
     server: String,
-    ca_pem: String,
-    credentials: Credentials,
+    credentials: NodeCredentials,
     node: &NodeOptions,
 ) -> Result<AgentConfig> {
     Ok(AgentConfig {
         server,
-        ca_pem,
         credentials,
-        node_name: node.node_name.clone().unwrap_or_else(host_name),
         node_ip: node.node_ip,
         state_dir: root.join("run"),
         image_root: root.to_path_buf(),
@@ -119,18 +134,21 @@ pub async fn up(args: UpArgs) -> Result<()> {
     };
     let plane = ControlPlane::start(&plane_args).await?;
     let node_name = args.node.node_name.clone().unwrap_or_else(host_name);
-    let token = apiserver::mint_token_of_node(plane.server.state().store.as_ref(), &node_name)
-        .await
-        .map_err(|e| anyhow::anyhow!("minting the node token: {}", e.message))?;
     let node_root = args.data_dir.join("node");
-    let mut node = args.node.clone();
-    node.node_name = Some(node_name.clone());
+    // This node joins like any other: the join token for a client certificate.
+    let credentials = credentials(
+        &node_root,
+        &format!("https://{}", plane.server.addr),
+        &plane.server.join_token,
+        &plane.server.ca_pem,
+        &node_name,
+    )
+    .await?;
     let config = agent_config(
         &node_root,
         format!("https://{}", plane.nodes.addr),
-        plane.server.ca_pem.clone(),
-        Credentials::Token(token),
-        &node,
+        credentials,
+        &args.node,
     )?;
     println!(
         "skiff is up: node {node_name}, API https://{}\n  export KUBECONFIG={}\n  kubectl get nodes",
@@ -155,13 +173,16 @@ pub async fn up(args: UpArgs) -> Result<()> {
 pub async fn kubelet(root: &std::path::Path, args: KubeletArgs) -> Result<()> {
     let ca_pem = std::fs::read_to_string(&args.ca_file)
         .with_context(|| format!("reading {}", args.ca_file.display()))?;
-    let config = agent_config(
+    let node_name = args.node.node_name.clone().unwrap_or_else(host_name);
+    let credentials = credentials(
         root,
-        args.server,
-        ca_pem,
-        Credentials::Token(args.token),
-        &args.node,
-    )?;
+        &args.api_server,
+        &args.join_token,
+        &ca_pem,
+        &node_name,
+    )
+    .await?;
+    let config = agent_config(root, args.server, credentials, &args.node)?;
     let stop = tokio::sync::Notify::new();
     let agent = agent::run(config, stop.notified());
     tokio::pin!(agent);

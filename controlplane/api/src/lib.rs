@@ -2,6 +2,7 @@
 //! node contract (`proto/node.proto`: the gRPC service nodes dial).
 #![forbid(unsafe_code)]
 
+pub mod join;
 pub mod quantity;
 
 pub use quantity::Quantity;

@@ -1,7 +1,9 @@
 //! The Kubernetes API server: HTTPS (rustls, ring) with bearer-token auth, discovery,
 //! OpenAPI v3, and generic REST over the revisioned store for the resources in
 //! `registry.rs`. Requests are parsed into commands (`request.rs`) apart from their effects
-//! (`handlers/`). See `docs/design/004-apiserver.md`.
+//! (`handlers/`). Nodes join with a join token (`jointoken.rs`, `join.rs`) and get a client
+//! certificate, their identity on the node port (`nodetls.rs`). See
+//! `docs/design/004-apiserver.md`.
 
 mod admit;
 mod auth;
@@ -11,8 +13,11 @@ mod defaults;
 mod discovery;
 mod error;
 mod handlers;
+mod join;
+mod jointoken;
 mod managed;
 mod metrics;
+mod nodetls;
 mod nodetoken;
 mod openapi;
 mod patch;
@@ -48,6 +53,9 @@ use tokio::task::JoinHandle;
 pub use client::{Change, Client, Kind, Object, ObjectList};
 pub use error::ApiServerError;
 pub use handlers::AppState;
+pub use join::{DEFAULT_TOKEN_TTL, NODE_CERT_VALIDITY};
+pub use jointoken::TOKEN_FILE as JOIN_TOKEN_FILE;
+pub use nodetls::{NodeTls, NodeTlsError, node_name};
 pub use request::{DeleteOptions, Propagation};
 pub use services::{PortRange, ServiceAllocator, ServiceCidr};
 pub use status::ApiError;
@@ -76,11 +84,13 @@ pub struct ApiServerConfig {
     pub service_cidr: ServiceCidr,
     /// The range NodePorts come from (`--service-node-port-range`).
     pub node_ports: PortRange,
+    /// Lifetime of the join token written to `DATA_DIR/join-token` (`None`: never expires).
+    pub join_token_ttl: Option<Duration>,
 }
 
 impl ApiServerConfig {
     /// Defaults: 127.0.0.1:6443, embedded store, 60 s bookmarks, 3 MiB bodies, Services
-    /// in 10.96.0.0/12 with node ports 30000-32767.
+    /// in 10.96.0.0/12 with node ports 30000-32767, a join token valid for 24 hours.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ApiServerConfig {
             data_dir: data_dir.into(),
@@ -91,6 +101,7 @@ impl ApiServerConfig {
             max_body_bytes: 3 * 1024 * 1024,
             service_cidr: ServiceCidr::parse("10.96.0.0/12").expect("the default CIDR parses"),
             node_ports: PortRange::default(),
+            join_token_ttl: Some(join::DEFAULT_TOKEN_TTL),
         }
     }
 }
@@ -105,8 +116,10 @@ pub struct RunningApiServer {
     pub token: String,
     /// PEM of the CA that signed the serving certificate.
     pub ca_pem: String,
-    /// The serving certificate chain and key, PEM (the node port serves them too).
-    pub serving_pem: (String, String),
+    /// The join token in `DATA_DIR/join-token` (valid at start).
+    pub join_token: String,
+    /// TLS of the node (gRPC) port: this server's identity, node client certificates required.
+    pub node_tls: NodeTls,
     state: AppState,
     handle: Handle<SocketAddr>,
     task: JoinHandle<Result<(), ApiServerError>>,
@@ -226,11 +239,27 @@ pub async fn start_with_store(
         services,
         metrics: Arc::new(metrics::Metrics::default()),
     };
+    let join_token = jointoken::ensure_file(
+        state.store.as_ref(),
+        &config.data_dir,
+        config.join_token_ttl,
+    )
+    .await?;
+    let node_tls = NodeTls::from_pki(&pki).ok_or_else(|| ApiServerError::Pem {
+        path: config.data_dir.join("pki/ca.crt"),
+        reason: "no CA certificate in the serving chain".into(),
+    })?;
     let auth = auth::Authenticator {
         admin_token: Arc::from(pki.token.as_str()),
         store: state.store.clone(),
     };
-    let app = router(state.clone(), auth);
+    let joins = join::JoinState {
+        store: state.store.clone(),
+        issuer: pki.ca_issuer.clone(),
+        ca_pem: Arc::from(pki.ca_pem.as_str()),
+        max_body_bytes: config.max_body_bytes,
+    };
+    let app = router(state.clone(), joins, auth);
     let handle = Handle::new();
     let server = axum_server::from_tcp_rustls(listener, tls_config)
         .map_err(|source| ApiServerError::Bind { addr, source })?
@@ -245,9 +274,10 @@ pub async fn start_with_store(
     Ok(RunningApiServer {
         addr,
         kubeconfig,
-        serving_pem: tls::serving_pem(&pki),
         token: pki.token,
         ca_pem: pki.ca_pem,
+        join_token,
+        node_tls,
         state,
         handle,
         task,
@@ -255,8 +285,12 @@ pub async fn start_with_store(
 }
 
 /// The routes: fixed endpoints, then everything under `/api` and `/apis` via the parser.
-fn router(state: AppState, auth: auth::Authenticator) -> Router {
+fn router(state: AppState, joins: join::JoinState, auth: auth::Authenticator) -> Router {
     let metrics = state.metrics.clone();
+    let join_routes = Router::new()
+        .route(skiff_api::join::JOIN_PATH, post(join::join))
+        .route(skiff_api::join::JOIN_TOKENS_PATH, post(join::mint_token))
+        .with_state(joins);
     Router::new()
         .route("/version", get(version))
         .route("/healthz", get(ok))
@@ -268,6 +302,7 @@ fn router(state: AppState, auth: auth::Authenticator) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(handlers::handle)
         .with_state(state)
+        .merge(join_routes)
         .layer(axum::middleware::from_fn_with_state(
             auth,
             auth::require_token,
@@ -276,16 +311,6 @@ fn router(state: AppState, auth: auth::Authenticator) -> Router {
             metrics,
             metrics::track,
         ))
-}
-
-/// The node a node bearer token (`node.<name>.<secret>`) belongs to, if it is current.
-pub async fn verify_node_token(store: &dyn Store, token: &str) -> Option<String> {
-    nodetoken::verify(store, token).await
-}
-
-/// Mints (or replaces) the bearer token of node `name`.
-pub async fn mint_token_of_node(store: &dyn Store, name: &str) -> Result<String, ApiError> {
-    nodetoken::mint(store, name).await
 }
 
 /// The request decoders and patchers on their own, for fuzz targets: none may panic,
@@ -377,6 +402,20 @@ async fn metrics_text(
         axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// Mints a join token valid for `ttl` (`None`: no expiry) in process.
+pub async fn mint_join_token(store: &dyn Store, ttl: Option<Duration>) -> Result<String, ApiError> {
+    Ok(jointoken::mint(store, ttl).await?.token)
+}
+
+/// As `mint_join_token`, valid for `ttl` from `now` (tests mint tokens that already expired).
+pub async fn mint_join_token_at(
+    store: &dyn Store,
+    ttl: Option<Duration>,
+    now: Timestamp,
+) -> Result<String, ApiError> {
+    Ok(jointoken::mint_at(store, ttl, now).await?.token)
 }
 
 /// Mints a node token in process (tests, and a control plane that joins its own node).

@@ -15,8 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::error::ApiServerError;
 
-/// The credentials the server runs with.
-#[derive(Debug)]
+/// The credentials the server runs with. Its `Debug` shows no secret.
 pub struct Pki {
     /// PEM of the CA certificate (what clients trust).
     pub ca_pem: String,
@@ -26,6 +25,20 @@ pub struct Pki {
     pub key_der: Vec<u8>,
     /// The admin bearer token.
     pub token: String,
+    /// The serving chain as PEM (leaf, CA), for servers configured from PEM (tonic).
+    pub chain_pem: String,
+    /// The serving key as PEM.
+    pub key_pem: String,
+    /// The cluster CA as an issuer: signs node client certificates (`join.rs`).
+    pub ca_issuer: Arc<Issuer<'static, KeyPair>>,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ApiServerError {
@@ -128,29 +141,14 @@ pub fn load_or_create(data_dir: &Path, extra_sans: &[String]) -> Result<Pki, Api
         .map_err(cert("serving signing"))?;
     let chain = vec![leaf.der().clone(), ca_der(&ca_pem, &dir.join("ca.crt"))?];
     Ok(Pki {
+        chain_pem: format!("{}{}", leaf.pem(), ca_pem),
+        key_pem: key.serialize_pem(),
         ca_pem,
         chain,
         key_der: key.serialize_der(),
         token,
+        ca_issuer: Arc::new(issuer),
     })
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// The serving chain and key as PEM (certificates, PKCS#8 key).
-pub fn serving_pem(pki: &Pki) -> (String, String) {
-    let chain: String = pki.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
-    (chain, pem("PRIVATE KEY", &pki.key_der))
 }
 
 /// The rustls configuration (ring provider, HTTP/1.1 via ALPN).
@@ -201,6 +199,8 @@ mod tests {
         assert_eq!(first.token.len(), 48);
         assert_eq!(second.chain[1], first.chain[1]);
         assert!(server_config(&second).is_ok());
+        let shown = format!("{second:?}");
+        assert!(!shown.contains(&second.token) && !shown.contains("PRIVATE"));
         let kc = kubeconfig("https://127.0.0.1:6443", &first);
         assert!(kc.contains("server: https://127.0.0.1:6443"));
         assert!(kc.contains(&format!("token: {}", first.token)));

@@ -1,6 +1,6 @@
 //! The node contract's server side (`skiff-api`'s `proto/node.proto`): the gRPC service
-//! kubelets dial. Every call names no node: the caller's identity (its client certificate,
-//! or a node bearer token) says which node it is, and a node reaches only its own Node and
+//! kubelets dial. Every call names no node: the caller's identity (the client certificate
+//! it got when it joined, mutual TLS) says which node it is, and a node reaches only its own Node and
 //! Lease, the pods bound to it, and the ConfigMaps and Secrets those pods use — the same
 //! rules as the API server's node authorizer. Writes go through the in-process API client,
 //! so admission, validation and watches are the API server's own.
@@ -28,12 +28,12 @@ use skiff_api::node::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::apiserver::{self, ApiError, AppState, Client, DeleteOptions};
+use crate::apiserver::{self, ApiError, Client, DeleteOptions};
 use crate::controllers::events;
 
 pub use podcidr::{PodCidrError, PodCidrs};
 pub use refs::{RefKind, uses};
-pub use server::{NodeServer, NodeServerError, NodeTls, serve};
+pub use server::{NodeServer, NodeServerError, serve};
 
 /// What the control plane tells every node.
 #[derive(Debug, Clone)]
@@ -69,7 +69,6 @@ impl NodeSettings {
 #[derive(Clone)]
 pub struct NodeService {
     client: Client,
-    state: AppState,
     settings: Arc<NodeSettings>,
     /// Registration reads every Node's podCIDR and writes one: one at a time.
     register: Arc<tokio::sync::Mutex<()>>,
@@ -105,30 +104,25 @@ fn now() -> jiff::Timestamp {
 }
 
 impl NodeService {
-    pub fn new(client: Client, state: AppState, settings: NodeSettings) -> NodeService {
+    pub fn new(client: Client, settings: NodeSettings) -> NodeService {
         NodeService {
             client,
-            state,
             settings: Arc::new(settings),
             register: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    /// The calling node, from its bearer token.
-    async fn identify<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match token {
-            Some(token) => apiserver::verify_node_token(self.state.store.as_ref(), token)
-                .await
-                .ok_or_else(|| Status::unauthenticated("not a valid node token")),
-            None => Err(Status::unauthenticated(
-                "a node client certificate or node token is required",
-            )),
-        }
+    /// The calling node, from its client certificate (the TLS layer required one signed
+    /// by the cluster CA; its CN says which node it is).
+    fn identify<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|c| apiserver::node_name(c)))
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "a node client certificate (CN system:node:NAME) is required",
+                )
+            })
     }
 
     fn same_node(identity: &str, claimed: &str) -> Result<(), Status> {
@@ -289,7 +283,7 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
-        let identity = self.identify(&request).await?;
+        let identity = self.identify(&request)?;
         let desired: Node = decode("node", &request.get_ref().node)?;
         Self::same_node(
             &identity,
@@ -313,7 +307,7 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let identity = self.identify(&request).await?;
+        let identity = self.identify(&request)?;
         let r = request.get_ref();
         Self::same_node(&identity, &r.node_name)?;
         self.renew_lease(&identity).await?;
@@ -330,7 +324,7 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<WatchPodsRequest>,
     ) -> Result<Response<PodStream>, Status> {
-        let identity = self.identify(&request).await?;
+        let identity = self.identify(&request)?;
         let r = request.get_ref();
         Self::same_node(&identity, &r.node_name)?;
         let stream = watch::pods(self.client.clone(), identity, r.resource_version).await?;
@@ -341,7 +335,7 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<PodStatusRequest>,
     ) -> Result<Response<PodStatusResponse>, Status> {
-        let identity = self.identify(&request).await?;
+        let identity = self.identify(&request)?;
         let r = request.get_ref();
         let status: PodStatus = decode("status", &r.status)?;
         for _ in 0..5 {
@@ -376,7 +370,7 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<PodRef>,
     ) -> Result<Response<PodTerminatedResponse>, Status> {
-        let identity = self.identify(&request).await?;
+        let identity = self.identify(&request)?;
         let r = request.get_ref();
         if self
             .own_pod(&identity, &r.namespace, &r.name, &r.uid)
@@ -405,7 +399,7 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<ObjectRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
-        let identity = self.identify(&request).await?;
+        let identity = self.identify(&request)?;
         let r = request.get_ref();
         let kind = RefKind::parse(&r.kind).ok_or_else(|| {
             Status::invalid_argument(format!("kind {:?}: only ConfigMap and Secret", r.kind))
@@ -448,7 +442,7 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<EventRequest>,
     ) -> Result<Response<EventResponse>, Status> {
-        let identity = self.identify(&request).await?;
+        let identity = self.identify(&request)?;
         let r = request.get_ref();
         let pod_ref = r.pod.clone().unwrap_or_default();
         let Some(pod) = self

@@ -1,7 +1,6 @@
-//! Serves the node contract over gRPC with TLS on its own port (`--node-listen`, default
-//! 6444): the API server's serving certificate, and the cluster CA to check the client
-//! certificates nodes present (optional at the TLS layer, so a node token also works; the
-//! service refuses a call that carries neither).
+//! Serves the node contract over gRPC with mutual TLS on its own port (`--node-listen`,
+//! default 6444): the API server's serving certificate, and a client certificate from the
+//! cluster CA required of every caller (`apiserver::NodeTls`).
 
 use std::net::SocketAddr;
 
@@ -9,7 +8,7 @@ use skiff_api::node::node_server;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Server, ServerTlsConfig};
 
 use super::NodeService;
 
@@ -24,16 +23,6 @@ pub enum NodeServerError {
     Tls(tonic::transport::Error),
     #[error("node service: {0}")]
     Serve(tonic::transport::Error),
-}
-
-/// PEM credentials of the node port.
-#[derive(Debug, Clone)]
-pub struct NodeTls {
-    /// The serving certificate chain and its key.
-    pub cert_pem: String,
-    pub key_pem: String,
-    /// The CA that signs node client certificates.
-    pub client_ca_pem: String,
 }
 
 /// A running node service.
@@ -58,7 +47,7 @@ impl NodeServer {
 pub async fn serve(
     listen: SocketAddr,
     service: NodeService,
-    tls: &NodeTls,
+    tls: ServerTlsConfig,
 ) -> Result<NodeServer, NodeServerError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -72,10 +61,6 @@ pub async fn serve(
             addr: listen,
             source,
         })?;
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
-        .client_ca_root(Certificate::from_pem(&tls.client_ca_pem))
-        .client_auth_optional(true);
     let mut builder = Server::builder()
         .tls_config(tls)
         .map_err(NodeServerError::Tls)?

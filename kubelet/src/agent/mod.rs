@@ -24,8 +24,6 @@ use skiff_api::node::pod_event::Type;
 use skiff_api::node::{EventRequest, HeartbeatRequest, PodRef, RegisterRequest, WatchPodsRequest};
 use skiff_runtime::image::{ImageStore, PullOptions};
 
-pub use conn::Credentials;
-
 use crate::local::{ClusterDns, LocalConfig, LocalPods};
 use worker::WorkerHandle;
 
@@ -46,9 +44,8 @@ pub enum AgentError {
 pub struct AgentConfig {
     /// The node service, `https://host:6444`.
     pub server: String,
-    pub ca_pem: String,
-    pub credentials: Credentials,
-    pub node_name: String,
+    /// The node's certificate, key and the cluster CA (from joining).
+    pub credentials: crate::join::NodeCredentials,
     /// This node's address (InternalIP); `None` finds the one that routes to the server.
     pub node_ip: Option<IpAddr>,
     pub state_dir: PathBuf,
@@ -161,13 +158,18 @@ async fn session(
     setup: &mut Option<Arc<Shared>>,
     exit_watcher: &Arc<exits::ExitWatcher>,
 ) -> Result<(), AgentError> {
-    let mut client = conn::connect(&config.server, &config.ca_pem, &config.credentials).await?;
+    let mut client = conn::connect(&config.server, &config.credentials).await?;
     let machine = nodeinfo::Machine::detect();
     let host_ip = config
         .node_ip
         .or_else(|| route_source(&config.server))
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let node = nodeinfo::node(&config.node_name, &machine, host_ip, Timestamp::now());
+    let node = nodeinfo::node(
+        &config.credentials.node_name,
+        &machine,
+        host_ip,
+        Timestamp::now(),
+    );
     let registered = client
         .register(RegisterRequest {
             node: serde_json::to_vec(&node).unwrap_or_default(),
@@ -208,17 +210,17 @@ async fn session(
                 client: std::sync::RwLock::new(client.clone()),
                 images: Images::new(store, config.pull.clone(), config.parallel_pulls),
                 host_ip,
-                node_name: config.node_name.clone(),
+                node_name: config.credentials.node_name.clone(),
                 exits: exit_watcher.clone(),
             });
             *setup = Some(shared.clone());
             shared
         }
     };
-    tracing::info!(node = %config.node_name, pod_cidr = %registered.pod_cidr, "registered");
+    tracing::info!(node = %config.credentials.node_name, pod_cidr = %registered.pod_cidr, "registered");
     let heartbeat = tokio::spawn(heartbeat(
         client.clone(),
-        config.node_name.clone(),
+        config.credentials.node_name.clone(),
         Duration::from_secs(u64::from(registered.heartbeat_seconds.max(1))),
         machine,
         host_ip,
