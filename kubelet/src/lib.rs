@@ -8,3 +8,4 @@ pub mod images;
 pub mod ipam;
 pub mod local;
 pub mod podspec;
+pub mod probe;
