@@ -11,3 +11,4 @@ pub mod ipam;
 pub mod join;
 pub mod local;
 pub mod podspec;
+pub mod probe;
