@@ -75,6 +75,8 @@ pub enum LocalError {
         pod: String,
         source: Box<skiff_runtime::ns::NsError>,
     },
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
     #[error("{0}")]
     Setup(String),
     #[error("{op} {}: {source}", path.display())]
@@ -280,8 +282,10 @@ impl LocalPods {
                 .into_owned(),
             host_hosts: std::fs::read_to_string("/etc/hosts").ok(),
             host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").ok(),
+            host_ips: vec![],
+            allocatable: allocatable(&self.cfg.state_dir),
         };
-        let plan = podspec::plan(pod, &ctx, &self.images)?;
+        let plan = podspec::plan(pod, &ctx, &self.images, None)?;
         let mut record = PodRecord {
             name: name.into(),
             hostname: plan.hostname.clone(),
@@ -580,6 +584,7 @@ impl LocalPods {
             }));
         }
         let dir = self.pod_dir(pod);
+        note(crate::volume::teardown(&dir).map_err(LocalError::from));
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 note(Err(LocalError::Io {
@@ -594,7 +599,7 @@ impl LocalPods {
     }
 }
 
-/// Writes the pod's files, makes its emptyDirs and checks (or creates) its hostPaths.
+/// Writes the pod's files, makes its volumes and checks (or creates) its hostPaths.
 fn prepare_files(plan: &PodPlan) -> Result<(), LocalError> {
     let io = |op, path: &Path| {
         let path = path.to_path_buf();
@@ -608,12 +613,8 @@ fn prepare_files(plan: &PodPlan) -> Result<(), LocalError> {
         std::fs::set_permissions(&file.path, std::fs::Permissions::from_mode(0o644))
             .map_err(io("chmod", &file.path))?;
     }
-    for dir in &plan.dirs {
-        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-        // As Kubernetes makes them: writable by whatever user the containers run as.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
-            .map_err(io("chmod", dir))?;
-    }
+    // emptyDirs (on disk or tmpfs) and downwardAPI volumes.
+    crate::volume::apply(&plan.volumes)?;
     for check in &plan.host_paths {
         match check.action(found_kind(&check.path))? {
             HostPathAction::Nothing => {}
@@ -633,6 +634,18 @@ fn prepare_files(plan: &PodPlan) -> Result<(), LocalError> {
         }
     }
     Ok(())
+}
+
+/// This machine's resources, as a `resourceFieldRef` to an unset limit reads them.
+fn allocatable(state_dir: &Path) -> podspec::Allocatable {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let info = rustix::system::sysinfo();
+    let disk = rustix::fs::statvfs(state_dir).map_or(0, |s| s.f_blocks * s.f_frsize);
+    podspec::Allocatable {
+        cpu_milli: cpus * 1000,
+        memory_bytes: info.totalram as u64 * u64::from(info.mem_unit),
+        ephemeral_storage_bytes: disk,
+    }
 }
 
 fn found_kind(path: &Path) -> FoundKind {
