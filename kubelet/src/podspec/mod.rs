@@ -15,6 +15,8 @@ mod objects;
 mod tests;
 #[cfg(test)]
 mod tests_env;
+#[cfg(test)]
+mod tests_volumes;
 mod volumes;
 
 pub use objects::ObjectSource;
