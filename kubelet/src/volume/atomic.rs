@@ -265,3 +265,7 @@ fn remove_other_data_dirs(dir: &Path, keep: &str) -> Result<(), AtomicError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "atomic_tests.rs"]
+mod tests;
