@@ -11,6 +11,8 @@
 //! ```
 
 pub mod atomic;
+#[cfg(test)]
+mod tests;
 mod tmpfs;
 
 use std::fs;
