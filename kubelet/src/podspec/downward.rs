@@ -41,7 +41,9 @@ pub(crate) fn field_ref(
         ));
     }
     let meta = &pod.metadata;
-    let spec = pod.spec.clone().unwrap_or_default();
+    let spec = |f: fn(&k8s_openapi::api::core::v1::PodSpec) -> &Option<String>| {
+        pod.spec.as_ref().and_then(|s| f(s).clone())
+    };
     let path = sel.field_path.as_str();
     let text = |s: &Option<String>| s.clone().unwrap_or_default();
     let value = match (path, used) {
@@ -54,11 +56,12 @@ pub(crate) fn field_ref(
         ("metadata.uid", _) => text(&meta.uid),
         ("metadata.labels", Use::Volume) => format_map(meta.labels.as_ref()),
         ("metadata.annotations", Use::Volume) => format_map(meta.annotations.as_ref()),
-        ("spec.nodeName", Use::Env) => spec
-            .node_name
-            .clone()
-            .unwrap_or_else(|| ctx.node_hostname.clone()),
-        ("spec.serviceAccountName", Use::Env) => text(&spec.service_account_name),
+        ("spec.nodeName", Use::Env) => {
+            spec(|s| &s.node_name).unwrap_or_else(|| ctx.node_hostname.clone())
+        }
+        ("spec.serviceAccountName", Use::Env) => {
+            spec(|s| &s.service_account_name).unwrap_or_default()
+        }
         ("status.hostIP", Use::Env) => host_ips(ctx, field)?[0].to_string(),
         ("status.hostIPs", Use::Env) => join(host_ips(ctx, field)?),
         ("status.podIP", Use::Env) => pod_ips(pod, ctx, field)?[0].to_string(),
