@@ -323,6 +323,38 @@ spec:
   - {name: c, image: "127.0.0.1:1/nothing:1"}
 "#;
 
+const CONFIGURED: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {token: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cfg, labels: {app: cfg}}
+spec:
+  containers:
+  - name: c
+    image: skiff.test/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "env > /tmp/env; stat -c %a /etc/secret/..data/token > /tmp/mode; stat -f -c %T /etc/secret > /tmp/fstype; exec httpd -f -p 8080 -h /"]
+    env:
+    - {name: FROM_CM, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}
+    - {name: MY_POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: MY_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    volumeMounts:
+    - {name: config, mountPath: /etc/config}
+    - {name: secret, mountPath: /etc/secret}
+  volumes:
+  - {name: config, configMap: {name: settings}}
+  - {name: secret, secret: {secretName: creds}}
+"#;
+
 /// The web pods: name → (ip, restartCount), once all three run.
 fn web_pods(up: &Up) -> Vec<(String, String, String)> {
     let text = up.jsonpath(
@@ -418,6 +450,40 @@ fn skiff_up_runs_a_deployment_restarts_crashes_and_survives_its_own_restart() {
         "--wait=true",
         "--timeout=60s",
     ]);
+
+    // Env from a ConfigMap and the downward API; a configMap volume that follows changes;
+    // a secret volume on tmpfs with files 0400.
+    up.apply(CONFIGURED);
+    let mut ip = String::new();
+    wait_for("the configured pod", Duration::from_secs(60), || {
+        ip = up.jsonpath(&["pod", "cfg"], "{.status.podIP}");
+        up.jsonpath(&["pod", "cfg"], "{.status.phase}") == "Running" && !ip.is_empty()
+    });
+    let get = |path: &str| up.http_get(&format!("http://{ip}:8080{path}"));
+    wait_for("the pod's httpd", Duration::from_secs(20), || {
+        get("/tmp/env").is_some()
+    });
+    let env = get("/tmp/env").unwrap_or_default();
+    for want in ["FROM_CM=hello", "MY_POD=cfg", &format!("MY_IP={ip}")] {
+        assert!(env.lines().any(|l| l == want), "{want} in {env}");
+    }
+    assert_eq!(get("/tmp/mode").as_deref().map(str::trim), Some("400"));
+    assert_eq!(get("/tmp/fstype").as_deref().map(str::trim), Some("tmpfs"));
+    assert_eq!(get("/etc/secret/token").as_deref(), Some("s3cret"));
+    assert_eq!(get("/etc/config/greeting").as_deref(), Some("hello"));
+    up.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-p",
+        r#"{"data":{"greeting":"bye"}}"#,
+    ]);
+    wait_for(
+        "the ConfigMap change in the file",
+        Duration::from_secs(30),
+        || get("/etc/config/greeting").as_deref() == Some("bye"),
+    );
+    up.kubectl_ok(&["delete", "pod", "cfg", "--wait=true", "--timeout=60s"]);
 
     // kill -9 of skiff (control plane and kubelet at once), then start again: the pods
     // were never stopped, nothing restarted, same addresses, still serving.

@@ -1,7 +1,9 @@
-//! skiff's node agent. For now: Pods from a manifest run directly on this node, without a
-//! control plane (`skiff pod …`). `podspec` is the pure translation of a Pod into runtime
-//! specs; `local` applies such a plan with the runtime and keeps each pod's record on disk.
-//! `join` gets the node its client certificate (mTLS identity) with a join token.
+//! skiff's node agent. Pods come from a control plane (`agent`) or straight from a manifest
+//! (`skiff pod …`). `podspec` is the pure translation of a Pod into runtime specs; `local`
+//! applies such a plan with the runtime and keeps each pod's record on disk; `join` gets the
+//! node its client certificate (mTLS identity) with a join token; `probe` checks containers;
+//! `volume` makes a pod's volumes (tmpfs, and the atomically written files of configMap,
+//! secret, downwardAPI and projected volumes).
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -12,3 +14,4 @@ pub mod join;
 pub mod local;
 pub mod podspec;
 pub mod probe;
+pub mod volume;

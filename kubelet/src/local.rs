@@ -33,7 +33,9 @@ use skiff_runtime::sandbox::{SandboxSpec, Sandboxes};
 
 use crate::images::StoreImages;
 use crate::ipam::Ipam;
-use crate::podspec::{self, FoundKind, HostPathAction, PlanContext, PodPlan, PodSpecError};
+use crate::podspec::{
+    self, FoundKind, HostPathAction, ObjectSource, PlanContext, PodPlan, PodSpecError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -75,6 +77,8 @@ pub enum LocalError {
         pod: String,
         source: Box<skiff_runtime::ns::NsError>,
     },
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
     #[error("{0}")]
     Setup(String),
     #[error("{op} {}: {source}", path.display())]
@@ -105,6 +109,8 @@ pub struct LocalConfig {
     /// The cluster DNS that pods on the pod network use; `None` copies the node's
     /// `/etc/resolv.conf`.
     pub cluster_dns: Option<ClusterDns>,
+    /// The node's addresses (`status.hostIP(s)` for the downward API).
+    pub host_ips: Vec<IpAddr>,
 }
 
 /// Where pods resolve names.
@@ -246,7 +252,7 @@ impl LocalPods {
     pub fn run(&self, manifest: &str) -> Result<PodRecord, LocalError> {
         let pod = podspec::parse(manifest)?;
         let name = podspec::pod_name(&pod)?;
-        let record = self.create_pod(&pod, &name)?;
+        let record = self.create_pod(&pod, &name, None)?;
         for c in &record.containers {
             self.start_container(&record, &c.name)?;
         }
@@ -260,6 +266,7 @@ impl LocalPods {
         &self,
         pod: &k8s_openapi::api::core::v1::Pod,
         name: &str,
+        objects: Option<&dyn ObjectSource>,
     ) -> Result<PodRecord, LocalError> {
         podspec::check_label("pod", name)?;
         let dir = self.pod_dir(name);
@@ -274,7 +281,7 @@ impl LocalPods {
             }
             other => other.map_err(io("create", &dir))?,
         }
-        match self.create(pod, name, &dir) {
+        match self.create(pod, name, &dir, objects) {
             Ok(record) => Ok(record),
             Err(e) => {
                 let _ = self.teardown(name, Duration::ZERO);
@@ -360,25 +367,14 @@ impl LocalPods {
         names
     }
 
-    fn create(
+    /// What the node contributes to the plan of a pod kept in `dir` with address `ip`.
+    fn context(
         &self,
         pod: &k8s_openapi::api::core::v1::Pod,
-        name: &str,
         dir: &Path,
-    ) -> Result<PodRecord, LocalError> {
-        let ip = if podspec::host_network(pod) {
-            None
-        } else {
-            let ip = self
-                .ipam(name, self.cfg.pod_cidr)?
-                .allocate(name)
-                .map_err(|source| LocalError::Ipam {
-                    pod: name.into(),
-                    source,
-                })?;
-            Some(IpAddr::V4(ip))
-        };
-        let ctx = PlanContext {
+        ip: Option<IpAddr>,
+    ) -> PlanContext {
+        PlanContext {
             pod_dir: dir.to_path_buf(),
             ip,
             node_hostname: rustix::system::uname()
@@ -392,8 +388,44 @@ impl LocalPods {
                 }
                 _ => std::fs::read_to_string("/etc/resolv.conf").ok(),
             },
+            host_ips: self.cfg.host_ips.clone(),
+            allocatable: allocatable(&self.cfg.state_dir),
+        }
+    }
+
+    /// Rewrites the pod's configMap, secret, downwardAPI and projected files whose sources
+    /// changed (atomically, as Kubernetes does); true when something changed.
+    pub fn refresh_volumes(
+        &self,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        record: &PodRecord,
+        objects: Option<&dyn ObjectSource>,
+    ) -> Result<bool, LocalError> {
+        let ctx = self.context(pod, &self.pod_dir(&record.name), record.ip);
+        crate::volume::refresh(pod, &ctx, objects).map_err(LocalError::Volume)
+    }
+
+    fn create(
+        &self,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        name: &str,
+        dir: &Path,
+        objects: Option<&dyn ObjectSource>,
+    ) -> Result<PodRecord, LocalError> {
+        let ip = if podspec::host_network(pod) {
+            None
+        } else {
+            let ip = self
+                .ipam(name, self.cfg.pod_cidr)?
+                .allocate(name)
+                .map_err(|source| LocalError::Ipam {
+                    pod: name.into(),
+                    source,
+                })?;
+            Some(IpAddr::V4(ip))
         };
-        let mut plan = podspec::plan(pod, &ctx, &self.images)?;
+        let ctx = self.context(pod, dir, ip);
+        let mut plan = podspec::plan(pod, &ctx, &self.images, objects)?;
         // Container ids follow the record's name: two pods of one name in two namespaces
         // (or two instances of one pod) never share one.
         for c in &mut plan.containers {
@@ -697,6 +729,7 @@ impl LocalPods {
             }));
         }
         let dir = self.pod_dir(pod);
+        note(crate::volume::teardown(&dir).map_err(LocalError::from));
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 note(Err(LocalError::Io {
@@ -711,7 +744,7 @@ impl LocalPods {
     }
 }
 
-/// Writes the pod's files, makes its emptyDirs and checks (or creates) its hostPaths.
+/// Writes the pod's files, makes its volumes and checks (or creates) its hostPaths.
 fn prepare_files(plan: &PodPlan) -> Result<(), LocalError> {
     let io = |op, path: &Path| {
         let path = path.to_path_buf();
@@ -725,12 +758,8 @@ fn prepare_files(plan: &PodPlan) -> Result<(), LocalError> {
         std::fs::set_permissions(&file.path, std::fs::Permissions::from_mode(0o644))
             .map_err(io("chmod", &file.path))?;
     }
-    for dir in &plan.dirs {
-        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-        // As Kubernetes makes them: writable by whatever user the containers run as.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
-            .map_err(io("chmod", dir))?;
-    }
+    // emptyDirs (on disk or tmpfs) and downwardAPI volumes.
+    crate::volume::apply(&plan.volumes)?;
     for check in &plan.host_paths {
         match check.action(found_kind(&check.path))? {
             HostPathAction::Nothing => {}
@@ -750,6 +779,18 @@ fn prepare_files(plan: &PodPlan) -> Result<(), LocalError> {
         }
     }
     Ok(())
+}
+
+/// This machine's resources, as a `resourceFieldRef` to an unset limit reads them.
+fn allocatable(state_dir: &Path) -> podspec::Allocatable {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let info = rustix::system::sysinfo();
+    let disk = rustix::fs::statvfs(state_dir).map_or(0, |s| s.f_blocks * s.f_frsize);
+    podspec::Allocatable {
+        cpu_milli: cpus * 1000,
+        memory_bytes: info.totalram as u64 * u64::from(info.mem_unit),
+        ephemeral_storage_bytes: disk,
+    }
 }
 
 fn found_kind(path: &Path) -> FoundKind {

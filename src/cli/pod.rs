@@ -95,6 +95,7 @@ fn open(root: &Path, node: NodeArgs) -> Result<LocalPods> {
         pod_cidr: node.pod_cidr,
         bridge: node.bridge,
         cluster_dns: None,
+        host_ips: Vec::new(),
     };
     Ok(LocalPods::open(cfg)?)
 }

@@ -142,8 +142,34 @@ pub fn apply(kind: &str, object: &mut Value) {
                 default(status, "phase", json!("Active"));
             }
         }
-        "Secret" => default(object, "type", json!("Opaque")),
+        "Secret" => {
+            default(object, "type", json!("Opaque"));
+            string_data(object);
+        }
         _ => {}
+    }
+}
+
+/// A Secret's `stringData` is a write-only convenience: its values move into `data`
+/// (base64), over any same key there, and it is never stored.
+fn string_data(object: &mut Map<String, Value>) {
+    use base64::Engine;
+    let Some(Value::Object(strings)) = object.remove("stringData") else {
+        return;
+    };
+    let data = object
+        .entry("data")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !data.is_object() {
+        *data = Value::Object(Map::new());
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (key, value) in strings {
+            if let Value::String(text) = value {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+                data.insert(key, Value::String(encoded));
+            }
+        }
     }
 }
 
@@ -164,6 +190,16 @@ fn service(object: &mut Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_string_data_moves_into_data() {
+        let mut secret = json!({"metadata": {"name": "s"}, "data": {"a": "eA==", "b": "eQ=="},
+                                "stringData": {"b": "bee", "c": "sea"}});
+        apply("Secret", &mut secret);
+        assert_eq!(secret["data"], json!({"a": "eA==", "b": "YmVl", "c": "c2Vh"}));
+        assert!(secret.get("stringData").is_none());
+        assert_eq!(secret["type"], "Opaque");
+    }
 
     #[test]
     fn pull_policy_follows_the_tag() {

@@ -7,6 +7,7 @@ mod conn;
 mod exits;
 mod images;
 pub mod nodeinfo;
+mod objects;
 pub mod status;
 mod worker;
 
@@ -198,6 +199,7 @@ async fn session(
                 node_netns: config.node_netns.clone(),
                 pod_cidr,
                 bridge: config.bridge.clone(),
+                host_ips: vec![host_ip],
                 cluster_dns: Some(ClusterDns {
                     server: registered.cluster_dns.clone(),
                     domain: registered.cluster_domain.clone(),

@@ -17,6 +17,7 @@ use skiff_runtime::container::State as RtState;
 use tokio::sync::{mpsc, watch};
 
 use super::Shared;
+use super::objects::RemoteObjects;
 use super::status::{self, Addresses, BACKOFF_RESET, Container, State, Terminated};
 use crate::local::{LocalError, PodRecord};
 
@@ -51,6 +52,25 @@ struct Worker {
     start_time: Timestamp,
     last_sent: Option<serde_json::Value>,
     retry_report: Option<Instant>,
+    /// When to re-read the ConfigMaps and Secrets the pod's volumes show.
+    next_refresh: Option<Instant>,
+}
+
+/// How often volume contents are compared with their sources (the kubelet's sync period is
+/// a minute; projected files lag a change by up to this).
+const REFRESH: Duration = Duration::from_secs(5);
+
+/// Whether the pod has volumes whose files come from API objects.
+fn uses_objects(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| {
+            v.config_map.is_some()
+                || v.secret.is_some()
+                || v.projected.is_some()
+                || v.downward_api.is_some()
+        })
 }
 
 /// Starts the worker of pod `uid`.
@@ -88,6 +108,7 @@ pub fn spawn(shared: Arc<Shared>, uid: String, pod: Arc<Pod>) -> WorkerHandle {
         start_time,
         last_sent: None,
         retry_report: None,
+        next_refresh: None,
     };
     WorkerHandle {
         pod: tx,
@@ -205,6 +226,7 @@ impl Worker {
             );
         }
         self.record = Some(record);
+        self.next_refresh = uses_objects(&self.pod).then(Instant::now);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -213,6 +235,7 @@ impl Worker {
             times.push(self.next_setup);
         }
         times.extend(self.retry_report);
+        times.extend(self.next_refresh);
         times.into_iter().min()
     }
 
@@ -248,6 +271,25 @@ impl Worker {
                 self.start(i).await;
             }
         }
+        if self.next_refresh.is_some_and(|t| t <= now) {
+            self.refresh_volumes().await;
+            self.next_refresh = Some(Instant::now() + REFRESH);
+        }
+    }
+
+    /// Brings configMap/secret/downwardAPI/projected files up to date with their sources.
+    async fn refresh_volumes(&mut self) {
+        let Some(record) = self.record.clone() else {
+            return;
+        };
+        let (pods, pod) = (self.shared.pods.clone(), self.pod.clone());
+        let objects = RemoteObjects::new(self.shared.client());
+        let label = pod_label(&self.pod);
+        match blocking(move || pods.refresh_volumes(&pod, &record, Some(&objects))).await {
+            Ok(true) => tracing::info!(pod = %label, "volume contents updated"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(pod = %label, error = %e, "refreshing volumes"),
+        }
     }
 
     /// Pulls the pod's images and makes its sandbox and containers.
@@ -263,10 +305,17 @@ impl Worker {
                 .map_err(|message| ("ErrImagePull".to_owned(), message))?;
         }
         let (pods, pod, uid) = (self.shared.pods.clone(), self.pod.clone(), self.uid.clone());
-        let record = blocking(move || pods.create_pod(&pod, &uid))
-            .await
-            .map_err(|message| ("CreateContainerError".to_owned(), message))?;
+        let objects = RemoteObjects::new(self.shared.client());
+        let created =
+            tokio::task::spawn_blocking(move || pods.create_pod(&pod, &uid, Some(&objects))).await;
+        let record = match created {
+            Ok(Ok(record)) => record,
+            Ok(Err(LocalError::Spec(e))) => return Err((e.reason().to_owned(), e.message)),
+            Ok(Err(e)) => return Err(("CreateContainerError".to_owned(), e.to_string())),
+            Err(e) => return Err(("CreateContainerError".to_owned(), e.to_string())),
+        };
         self.record = Some(record);
+        self.next_refresh = uses_objects(&self.pod).then(|| Instant::now() + REFRESH);
         Ok(())
     }
 

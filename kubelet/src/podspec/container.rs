@@ -1,19 +1,22 @@
 //! One container of a Pod → a `ContainerSpec` and its cgroup `Resources`: argv and env from
-//! the image and the manifest, identity and capabilities from the security contexts, limits
+//! the image and the manifest (env resolved in `env.rs`), identity and capabilities from the security contexts, limits
 //! from `resources`, bind mounts from `volumeMounts` and the kubelet's /etc files.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{Container, PodSecurityContext, PodSpec, SecurityContext};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, PodSpec, SecurityContext};
 use skiff_runtime::cgroup::{CpuMax, Limit, Resources, cpu_shares_to_weight};
 use skiff_runtime::container::process::{merge_env, resolve_args};
 use skiff_runtime::container::seccomp::Seccomp;
 use skiff_runtime::container::{BindMount, ContainerSpec, LogSpec, ProcessSpec, Propagation};
 
+use super::env::{self, Vars, expand};
+use super::objects::Objects;
+use super::volumes::PodVolume;
 use super::{
-    ContainerPlan, ImageLookupError, ImageSource, PlanContext, PodFile, PodSpecError, PodVolume,
-    check_label, etc_mounts,
+    ContainerPlan, ImageLookupError, ImageSource, PlanContext, PodFile, PodSpecError, check_label,
+    etc_mounts,
 };
 use crate::caps;
 use skiff_api::Quantity;
@@ -26,18 +29,28 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 const CPU_PERIOD_US: u64 = 100_000;
 const CPU_MIN_QUOTA_US: u64 = 1000;
 
+/// Where a container's image and referenced objects come from.
+pub(super) struct Sources<'a> {
+    pub images: &'a dyn ImageSource,
+    pub objects: Objects<'a>,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn plan(
     index: usize,
     c: &Container,
-    pod: &PodSpec,
-    pod_name: &str,
+    whole: &Pod,
     hostname: &str,
     ctx: &PlanContext,
     volumes: &BTreeMap<String, PodVolume>,
     files: &[PodFile],
-    images: &dyn ImageSource,
+    sources: &Sources,
 ) -> Result<ContainerPlan, PodSpecError> {
+    let pod: &PodSpec = whole
+        .spec
+        .as_ref()
+        .ok_or_else(|| PodSpecError::new("spec", "required"))?;
+    let pod_name = whole.metadata.name.as_deref().unwrap_or_default();
     let field = format!("spec.containers[{index}]");
     let f = |rest: &str| format!("{field}.{rest}");
     check_label(&f("name"), &c.name)?;
@@ -51,16 +64,24 @@ pub(super) fn plan(
     if reference.is_empty() {
         return Err(PodSpecError::new(f("image"), "required"));
     }
-    let image = images.lookup(reference).map_err(|e| match e {
+    let image = sources.images.lookup(reference).map_err(|e| match e {
         ImageLookupError::NotFound(_) => PodSpecError::new(f("image"), e.to_string()),
         ImageLookupError::Other(m) => PodSpecError::new(f("image"), m),
     })?;
     let config = &image.config;
+    let vars = env::vars(c, &field, whole, ctx, &sources.objects)?;
+    let expanded = |list: &Option<Vec<String>>| {
+        list.as_ref().map(|l| {
+            l.iter()
+                .map(|a| expand(a, |name| vars.get(name)))
+                .collect::<Vec<_>>()
+        })
+    };
     let args = resolve_args(
         config.entrypoint.as_deref().unwrap_or_default(),
         config.cmd.as_deref().unwrap_or_default(),
-        c.command.as_deref(),
-        c.args.as_deref(),
+        expanded(&c.command).as_deref(),
+        expanded(&c.args).as_deref(),
     );
     if args.is_empty() {
         return Err(PodSpecError::new(
@@ -68,12 +89,7 @@ pub(super) fn plan(
             "required: the image has no entrypoint or command",
         ));
     }
-    let env = env(
-        c,
-        &field,
-        hostname,
-        config.env.as_deref().unwrap_or_default(),
-    )?;
+    let env = environment(&vars, hostname, config.env.as_deref().unwrap_or_default());
     let sc = c.security_context.clone().unwrap_or_default();
     let psc = pod.security_context.clone().unwrap_or_default();
     let identity = identity(&sc, &psc, &image, &field)?;
@@ -159,41 +175,15 @@ pub(super) fn plan(
     })
 }
 
-/// The image's environment with HOSTNAME and the manifest's `env` set over it.
-fn env(
-    c: &Container,
-    field: &str,
-    hostname: &str,
-    image: &[String],
-) -> Result<Vec<String>, PodSpecError> {
-    if c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
-        return Err(PodSpecError::new(
-            format!("{field}.envFrom"),
-            "not supported without a control plane",
-        ));
-    }
+/// The image's environment with HOSTNAME and the manifest's variables set over it.
+fn environment(vars: &Vars, hostname: &str, image: &[String]) -> Vec<String> {
     let mut request = vec![("HOSTNAME".to_string(), hostname.to_string())];
-    for (i, var) in c.env.iter().flatten().enumerate() {
-        let at = format!("{field}.env[{i}]");
-        if var.name.is_empty() || var.name.contains('=') {
-            return Err(PodSpecError::new(
-                format!("{at}.name"),
-                format!("invalid variable name {:?}", var.name),
-            ));
-        }
-        if var.value_from.is_some() {
-            return Err(PodSpecError::new(
-                format!("{at}.valueFrom"),
-                "not supported without a control plane",
-            ));
-        }
-        request.push((var.name.clone(), var.value.clone().unwrap_or_default()));
-    }
+    request.extend(vars.pairs());
     let mut env = merge_env(image, &request);
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.into());
     }
-    Ok(env)
+    env
 }
 
 struct Identity {
@@ -400,7 +390,7 @@ fn mounts(
         out.push(BindMount {
             source: volume.source.clone(),
             destination,
-            readonly: m.read_only.unwrap_or(false),
+            readonly: m.read_only.unwrap_or(false) || volume.readonly,
             propagation,
         });
     }

@@ -1,20 +1,35 @@
 //! A Pod manifest becomes a plan of runtime calls, as data: the sandbox (hostname, host or pod
 //! network), the files the kubelet writes for the pod (`/etc/hosts`, `/etc/hostname`,
-//! `/etc/resolv.conf`), its volumes, and one `ContainerSpec` + cgroup `Resources` per
-//! container. Pure: images come through [`ImageSource`] and everything about the node through
-//! [`PlanContext`], so the whole translation is unit-tested (see `tests.rs`). A manifest this
-//! node cannot honour is refused with a [`PodSpecError`] naming the field.
+//! `/etc/resolv.conf`), its volumes (with the files of configMap, secret, downwardAPI and
+//! projected volumes), and one `ContainerSpec` + cgroup `Resources` per container. Pure:
+//! images come through [`ImageSource`], ConfigMaps and Secrets through [`ObjectSource`] and
+//! everything about the node through [`PlanContext`], so the whole translation is unit-tested
+//! (see `tests*.rs`). A manifest this node cannot honour is refused with a [`PodSpecError`]
+//! naming the field.
 
 mod container;
+mod downward;
+mod env;
+mod objects;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_env;
+#[cfg(test)]
+mod tests_volumes;
+mod volumes;
 
-use std::collections::BTreeMap;
+pub use objects::ObjectSource;
+pub use volumes::{
+    DEFAULT_MODE, FileProjection, Medium, Payload, SECRET_DEFAULT_MODE, VolumePlan,
+    check_file_path, volume_plans,
+};
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec, Volume};
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use skiff_runtime::cgroup::Resources;
 use skiff_runtime::container::{BindMount, ContainerSpec, Propagation};
 use skiff_runtime::image::manifest::ProcessConfig;
@@ -24,7 +39,20 @@ use skiff_runtime::image::manifest::ProcessConfig;
 #[error("{field}: {message}")]
 pub struct PodSpecError {
     pub field: String,
+    /// For a [`SpecErrorKind::Config`] error, Kubernetes' own wording (`configmap "x" not
+    /// found`, `couldn't find key k in ConfigMap default/x`): the container status message.
     pub message: String,
+    pub kind: SpecErrorKind,
+}
+
+/// Whether an error is the manifest's, or about objects it refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecErrorKind {
+    /// The manifest asks for something wrong, or something this node does not support.
+    Invalid,
+    /// A ConfigMap, Secret or key it names is missing, or could not be looked up: may resolve
+    /// by itself later (Kubernetes' `CreateContainerConfigError`).
+    Config,
 }
 
 impl PodSpecError {
@@ -32,6 +60,23 @@ impl PodSpecError {
         PodSpecError {
             field: field.into(),
             message: message.into(),
+            kind: SpecErrorKind::Invalid,
+        }
+    }
+
+    /// A missing (or unreadable) ConfigMap, Secret or key.
+    pub fn config(field: impl Into<String>, message: impl Into<String>) -> PodSpecError {
+        PodSpecError {
+            kind: SpecErrorKind::Config,
+            ..PodSpecError::new(field, message)
+        }
+    }
+
+    /// The container status reason Kubernetes shows for this error.
+    pub fn reason(&self) -> &'static str {
+        match self.kind {
+            SpecErrorKind::Invalid => "InvalidPodSpec",
+            SpecErrorKind::Config => "CreateContainerConfigError",
         }
     }
 }
@@ -73,6 +118,20 @@ pub struct PlanContext {
     /// The node's `/etc/hosts` (what a host-network pod sees) and `/etc/resolv.conf`.
     pub host_hosts: Option<String>,
     pub host_resolv_conf: Option<String>,
+    /// The node's addresses, primary first (`status.hostIP`, `status.hostIPs`; also the pod's
+    /// for a host-network pod).
+    pub host_ips: Vec<IpAddr>,
+    /// What the node offers pods: a `resourceFieldRef` to a limit the container does not set
+    /// reads this, as in Kubernetes.
+    pub allocatable: Allocatable,
+}
+
+/// A node's allocatable resources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allocatable {
+    pub cpu_milli: u64,
+    pub memory_bytes: u64,
+    pub ephemeral_storage_bytes: u64,
 }
 
 /// A file the kubelet writes into the pod's directory.
@@ -179,8 +238,11 @@ pub struct PodPlan {
     /// `terminationGracePeriodSeconds` (default 30 s).
     pub grace: Duration,
     pub files: Vec<PodFile>,
-    /// `emptyDir` volumes to create.
+    /// `emptyDir` volumes to create on disk (also in `volumes`).
     pub dirs: Vec<PathBuf>,
+    /// Every volume under the pod's directory: emptyDirs (on disk or tmpfs) and the files of
+    /// configMap, secret, downwardAPI and projected volumes (`crate::volume` applies them).
+    pub volumes: Vec<VolumePlan>,
     pub host_paths: Vec<HostPathCheck>,
     pub containers: Vec<ContainerPlan>,
 }
@@ -243,11 +305,13 @@ pub fn host_network(pod: &Pod) -> bool {
         .unwrap_or(false)
 }
 
-/// Translates a parsed Pod into its plan.
+/// Translates a parsed Pod into its plan. Without `objects` (pods run from a manifest), env
+/// and volumes that name ConfigMaps or Secrets are refused.
 pub fn plan(
     pod: &Pod,
     ctx: &PlanContext,
     images: &dyn ImageSource,
+    objects: Option<&dyn ObjectSource>,
 ) -> Result<PodPlan, PodSpecError> {
     let name = pod_name(pod)?;
     let spec = pod
@@ -281,12 +345,16 @@ pub fn plan(
             contents: resolv.clone(),
         });
     }
-    let volumes = volumes(spec, &ctx.pod_dir)?;
+    let (volumes, managed) = volumes::all(pod, ctx, objects)?;
+    let sources = container::Sources {
+        images,
+        objects: objects::Objects::new(objects, pod),
+    };
     let containers = spec
         .containers
         .iter()
         .enumerate()
-        .map(|(i, c)| container::plan(i, c, spec, &name, &hostname, ctx, &volumes, &files, images))
+        .map(|(i, c)| container::plan(i, c, pod, &hostname, ctx, &volumes, &files, &sources))
         .collect::<Result<Vec<_>, _>>()?;
     let grace = match spec.termination_grace_period_seconds {
         None => 30,
@@ -304,11 +372,12 @@ pub fn plan(
         host_network,
         grace: Duration::from_secs(grace),
         files,
-        dirs: volumes
-            .values()
-            .filter(|v| v.empty_dir)
-            .map(|v| v.source.clone())
+        dirs: managed
+            .iter()
+            .filter(|v| v.medium == Medium::Disk && v.contents.is_none())
+            .map(|v| v.dir.clone())
             .collect(),
+        volumes: managed,
         host_paths: volumes.into_values().filter_map(|v| v.host_path).collect(),
         containers,
     })
@@ -375,89 +444,6 @@ fn hosts_file(spec: &PodSpec, ctx: &PlanContext, hostname: &str) -> String {
         }
     }
     out
-}
-
-/// A volume as the containers mount it.
-#[derive(Debug, Clone)]
-pub(crate) struct PodVolume {
-    pub source: PathBuf,
-    pub empty_dir: bool,
-    pub host_path: Option<HostPathCheck>,
-}
-
-fn volumes(spec: &PodSpec, pod_dir: &Path) -> Result<BTreeMap<String, PodVolume>, PodSpecError> {
-    let mut out = BTreeMap::new();
-    for (i, v) in spec.volumes.iter().flatten().enumerate() {
-        let field = format!("spec.volumes[{i}]");
-        check_label(&format!("{field}.name"), &v.name)?;
-        let volume = if let Some(empty) = &v.empty_dir {
-            if empty.medium.as_deref().is_some_and(|m| !m.is_empty()) {
-                return Err(PodSpecError::new(
-                    format!("{field}.emptyDir.medium"),
-                    "only the default medium is supported",
-                ));
-            }
-            PodVolume {
-                source: pod_dir.join("volumes").join(&v.name),
-                empty_dir: true,
-                host_path: None,
-            }
-        } else if let Some(hp) = &v.host_path {
-            let field = format!("{field}.hostPath");
-            let path = PathBuf::from(&hp.path);
-            if !path.is_absolute() {
-                return Err(PodSpecError::new(
-                    format!("{field}.path"),
-                    "must be an absolute path",
-                ));
-            }
-            let kind = match hp.type_.as_deref().unwrap_or("") {
-                "" => HostPathType::Unchecked,
-                "DirectoryOrCreate" => HostPathType::DirectoryOrCreate,
-                "Directory" => HostPathType::Directory,
-                "FileOrCreate" => HostPathType::FileOrCreate,
-                "File" => HostPathType::File,
-                "Socket" => HostPathType::Socket,
-                "CharDevice" => HostPathType::CharDevice,
-                "BlockDevice" => HostPathType::BlockDevice,
-                other => {
-                    return Err(PodSpecError::new(
-                        format!("{field}.type"),
-                        format!("unknown type {other:?}"),
-                    ));
-                }
-            };
-            let check = HostPathCheck {
-                field,
-                path: path.clone(),
-                kind,
-            };
-            PodVolume {
-                source: path,
-                empty_dir: false,
-                host_path: Some(check),
-            }
-        } else {
-            let kind = volume_kind(v).unwrap_or_else(|| "source".into());
-            return Err(PodSpecError::new(
-                format!("{field}.{kind}"),
-                "not supported without a control plane (only emptyDir and hostPath)",
-            ));
-        };
-        if out.insert(v.name.clone(), volume).is_some() {
-            return Err(PodSpecError::new(
-                format!("{field}.name"),
-                format!("duplicate volume {:?}", v.name),
-            ));
-        }
-    }
-    Ok(out)
-}
-
-/// The source field a volume uses (`configMap`, `secret`, …), for the error.
-fn volume_kind(v: &Volume) -> Option<String> {
-    let value = serde_json::to_value(v).ok()?;
-    value.as_object()?.keys().find(|k| *k != "name").cloned()
 }
 
 /// A DNS-1123 label: what names pods, containers and volumes.

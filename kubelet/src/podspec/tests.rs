@@ -10,7 +10,7 @@ use skiff_runtime::image::manifest::ProcessConfig;
 
 use super::*;
 
-struct Images;
+pub(super) struct Images;
 
 impl ImageSource for Images {
     fn lookup(&self, reference: &str) -> Result<ImageInfo, ImageLookupError> {
@@ -60,13 +60,19 @@ impl ImageSource for Images {
     }
 }
 
-fn ctx(ip: Option<Ipv4Addr>) -> PlanContext {
+pub(super) fn ctx(ip: Option<Ipv4Addr>) -> PlanContext {
     PlanContext {
         pod_dir: PathBuf::from("/run/pods/p"),
         ip: ip.map(IpAddr::V4),
         node_hostname: "node1".into(),
         host_hosts: Some("127.0.0.1 localhost\n10.0.0.5 node1".into()),
         host_resolv_conf: Some("nameserver 10.0.0.53\n".into()),
+        host_ips: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5))],
+        allocatable: Allocatable {
+            cpu_milli: 4000,
+            memory_bytes: 8 << 30,
+            ephemeral_storage_bytes: 100 << 30,
+        },
     }
 }
 
@@ -75,10 +81,11 @@ fn plan_of(yaml: &str) -> Result<PodPlan, PodSpecError> {
         &parse(yaml)?,
         &ctx(Some(Ipv4Addr::new(10, 88, 0, 2))),
         &Images,
+        None,
     )
 }
 
-fn pod(containers: &str) -> String {
+pub(super) fn pod(containers: &str) -> String {
     format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n{containers}")
 }
 
@@ -317,7 +324,7 @@ fn volumes_become_bind_mounts() {
 fn host_network_pods_use_the_nodes_name_and_hosts() {
     let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  hostAliases:\n  \
                 - {ip: 10.1.1.1, hostnames: [db, db.local]}\n  containers:\n  - {name: c, image: busybox}\n";
-    let plan = plan(&parse(yaml).unwrap(), &ctx(None), &Images).unwrap();
+    let plan = plan(&parse(yaml).unwrap(), &ctx(None), &Images, None).unwrap();
     assert!(plan.host_network);
     assert_eq!(plan.hostname, "node1");
     assert_eq!(
@@ -368,8 +375,8 @@ fn bad_manifests_get_one_line_errors_naming_the_field() {
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n".into(), "spec: required"),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: []\n".into(), "spec.containers: required"),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostPID: true\n  containers: [{name: c, image: busybox}]\n".into(), "spec.hostPID: not supported yet"),
-        (c("    env:\n    - name: X\n      valueFrom: {fieldRef: {fieldPath: metadata.name}}\n"), "spec.containers[0].env[0].valueFrom: not supported without a control plane"),
-        (c("    envFrom:\n    - configMapRef: {name: cm}\n"), "spec.containers[0].envFrom: not supported without a control plane"),
+        (c("    env:\n    - name: X\n      valueFrom: {configMapKeyRef: {name: cm, key: k}}\n"), "spec.containers[0].env[0].valueFrom.configMapKeyRef: not supported without a control plane"),
+        (c("    envFrom:\n    - configMapRef: {name: cm}\n"), "spec.containers[0].envFrom[0].configMapRef: not supported without a control plane"),
         (c("    resources:\n      limits: {memory: lots}\n"), "spec.containers[0].resources.limits.memory: \"lots\" is not a quantity"),
         (c("    securityContext:\n      capabilities: {add: [NET_WIZARD]}\n"), "spec.containers[0].securityContext.capabilities.add: unknown capability \"NET_WIZARD\""),
         (c("    securityContext: {runAsUser: -1}\n"), "spec.containers[0].securityContext.runAsUser: -1 is not between 0 and 2147483647"),
@@ -379,7 +386,7 @@ fn bad_manifests_get_one_line_errors_naming_the_field() {
         (c("    securityContext:\n      seccompProfile: {type: Localhost, localhostProfile: x.json}\n"), "spec.containers[0].securityContext.seccompProfile.type: Localhost profiles are not supported yet"),
         (c("    workingDir: relative\n"), "spec.containers[0].workingDir: must be an absolute path"),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  volumes:\n  - {name: v, emptyDir: {}}\n  containers:\n  - name: c\n    image: busybox\n    volumeMounts:\n    - {name: v, mountPath: /v, subPath: x}\n".into(), "spec.containers[0].volumeMounts[0].subPath: not supported yet"),
-        ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  volumes:\n  - name: v\n    configMap: {name: cm}\n  containers: [{name: c, image: busybox}]\n".into(), "spec.volumes[0].configMap: not supported without a control plane (only emptyDir and hostPath)"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  volumes:\n  - name: v\n    configMap: {name: cm}\n  containers: [{name: c, image: busybox}]\n".into(), "spec.volumes[0].configMap: not supported without a control plane"),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  volumes:\n  - name: v\n    hostPath: {path: /x, type: Pipe}\n  containers: [{name: c, image: busybox}]\n".into(), "spec.volumes[0].hostPath.type: unknown type \"Pipe\""),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  volumes:\n  - name: v\n    hostPath: {path: rel}\n  containers: [{name: c, image: busybox}]\n".into(), "spec.volumes[0].hostPath.path: must be an absolute path"),
     ];
