@@ -148,6 +148,13 @@ impl Up {
 
 impl Drop for Up {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- pods ---\n{}",
+                self.kubectl(&["get", "pods", "-o", "yaml"]).1
+            );
+            eprintln!("--- skiff's log (last lines) ---\n{}", self.log());
+        }
         // Workloads first, so the node tears its pods down itself…
         if self.child.is_some() {
             let _ = self.kubectl(&[
@@ -355,6 +362,25 @@ spec:
   - {name: secret, secret: {secretName: creds}}
 "#;
 
+const PROBED: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: live
+    image: skiff.test/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 3600"]
+    livenessProbe: {exec: {command: [cat, /tmp/alive]}, periodSeconds: 1, failureThreshold: 2}
+  - name: ready
+    image: skiff.test/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "mkdir /tmp/www; sleep 6; touch /tmp/www/ready; exec httpd -f -p 8080 -h /tmp/www"]
+    readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
+"#;
+
 /// The web pods: name → (ip, restartCount), once all three run.
 fn web_pods(up: &Up) -> Vec<(String, String, String)> {
     let text = up.jsonpath(
@@ -484,6 +510,42 @@ fn skiff_up_runs_a_deployment_restarts_crashes_and_survives_its_own_restart() {
         || get("/etc/config/greeting").as_deref() == Some("bye"),
     );
     up.kubectl_ok(&["delete", "pod", "cfg", "--wait=true", "--timeout=60s"]);
+
+    // Probes: a failing liveness probe restarts its container; a readiness probe holds
+    // Ready back until it passes.
+    up.apply(PROBED);
+    let ready_of = |c: &str| {
+        up.jsonpath(
+            &["pod", "probed"],
+            &format!("{{.status.containerStatuses[?(@.name==\"{c}\")].ready}}"),
+        )
+    };
+    wait_for("the probed pod to run", Duration::from_secs(60), || {
+        up.jsonpath(&["pod", "probed"], "{.status.phase}") == "Running"
+    });
+    assert_eq!(
+        ready_of("ready"),
+        "false",
+        "not ready before its probe passes"
+    );
+    wait_for("readiness", Duration::from_secs(30), || {
+        ready_of("ready") == "true"
+    });
+    wait_for("a liveness restart", Duration::from_secs(60), || {
+        let n = up.jsonpath(
+            &["pod", "probed"],
+            "{.status.containerStatuses[?(@.name==\"live\")].restartCount}",
+        );
+        n.trim().parse::<u32>().unwrap_or(0) >= 1
+    });
+    let events = up.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=probed",
+    ]);
+    assert!(events.contains("Liveness probe failed"), "{events}");
+    up.kubectl_ok(&["delete", "pod", "probed", "--wait=true", "--timeout=60s"]);
 
     // kill -9 of skiff (control plane and kubelet at once), then start again: the pods
     // were never stopped, nothing restarted, same addresses, still serving.

@@ -352,6 +352,75 @@ impl LocalPods {
         }
     }
 
+    /// Runs `args` in container `id` (a runtime id), its stdout and stderr captured together
+    /// (the first `max_output` bytes kept), killed after `timeout`. Returns the exit code
+    /// (128 + signal when killed) and the output.
+    pub fn exec_capture(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<(i32, Vec<u8>), LocalError> {
+        use std::io::Read;
+        use std::os::unix::process::ExitStatusExt;
+        let io = |op| {
+            let path = PathBuf::from(id);
+            move |source| LocalError::Io { op, path, source }
+        };
+        let (mut reader, writer) = std::io::pipe().map_err(io("pipe for exec"))?;
+        let stdio = [
+            Stdio::null(),
+            Stdio::from(writer.try_clone().map_err(io("pipe for exec"))?),
+            Stdio::from(writer),
+        ];
+        let spec = ExecSpec {
+            args: args.to_vec(),
+            env: Vec::new(),
+        };
+        let mut child =
+            self.containers
+                .exec(id, &spec, stdio)
+                .map_err(|source| LocalError::Container {
+                    pod: id.into(),
+                    source: Box::new(source),
+                })?;
+        // Read on a thread so a chatty command never blocks on a full pipe; a child it left
+        // behind holding the pipe must not hold the caller either.
+        let (sent, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let room = max_output.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            let _ = sent.send(kept);
+        });
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait().map_err(io("wait for exec"))? {
+                Some(status) => break status,
+                None if std::time::Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    break child.wait().map_err(io("wait for exec"))?;
+                }
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        let output = received
+            .recv_timeout(Duration::from_millis(500))
+            .unwrap_or_default();
+        let code = status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(126);
+        Ok((code, output))
+    }
+
     /// The names of the pods with a record on this node.
     pub fn names(&self) -> Vec<String> {
         let dir = self.cfg.state_dir.join("pods");

@@ -196,7 +196,10 @@ mod tests {
         let mut secret = json!({"metadata": {"name": "s"}, "data": {"a": "eA==", "b": "eQ=="},
                                 "stringData": {"b": "bee", "c": "sea"}});
         apply("Secret", &mut secret);
-        assert_eq!(secret["data"], json!({"a": "eA==", "b": "YmVl", "c": "c2Vh"}));
+        assert_eq!(
+            secret["data"],
+            json!({"a": "eA==", "b": "YmVl", "c": "c2Vh"})
+        );
         assert!(secret.get("stringData").is_none());
         assert_eq!(secret["type"], "Opaque");
     }

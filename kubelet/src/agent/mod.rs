@@ -8,6 +8,7 @@ mod exits;
 mod images;
 pub mod nodeinfo;
 mod objects;
+mod probes;
 pub mod status;
 mod worker;
 

@@ -18,8 +18,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::Shared;
 use super::objects::RemoteObjects;
+use super::probes::{ContainerProbers, RuntimeExec};
 use super::status::{self, Addresses, BACKOFF_RESET, Container, State, Terminated};
 use crate::local::{LocalError, PodRecord};
+use crate::probe::ProbeKind;
 
 /// The agent's side of a worker.
 pub struct WorkerHandle {
@@ -36,6 +38,8 @@ struct Slot {
     /// Consecutive failures, for the back-off.
     failures: u32,
     running_since: Option<Instant>,
+    /// The probers of the running instance.
+    probers: Option<ContainerProbers>,
 }
 
 struct Worker {
@@ -47,6 +51,8 @@ struct Worker {
     slots: Vec<Slot>,
     exits_tx: mpsc::Sender<(usize, u64)>,
     exits: mpsc::Receiver<(usize, u64)>,
+    probes_tx: mpsc::Sender<(usize, u64)>,
+    probes: mpsc::Receiver<(usize, u64)>,
     setup_failures: u32,
     next_setup: Instant,
     start_time: Timestamp,
@@ -77,6 +83,7 @@ fn uses_objects(pod: &Pod) -> bool {
 pub fn spawn(shared: Arc<Shared>, uid: String, pod: Arc<Pod>) -> WorkerHandle {
     let (tx, rx) = watch::channel(Some(pod.clone()));
     let (exits_tx, exits) = mpsc::channel(16);
+    let (probes_tx, probes) = mpsc::channel(16);
     let slots = pod
         .spec
         .iter()
@@ -87,6 +94,7 @@ pub fn spawn(shared: Arc<Shared>, uid: String, pod: Arc<Pod>) -> WorkerHandle {
             next_start: Some(Instant::now()),
             failures: 0,
             running_since: None,
+            probers: None,
         })
         .collect();
     let start_time = pod
@@ -103,6 +111,8 @@ pub fn spawn(shared: Arc<Shared>, uid: String, pod: Arc<Pod>) -> WorkerHandle {
         slots,
         exits_tx,
         exits,
+        probes_tx,
+        probes,
         setup_failures: 0,
         next_setup: Instant::now(),
         start_time,
@@ -169,6 +179,7 @@ impl Worker {
                     }
                 }
                 Some((i, generation)) = self.exits.recv() => self.on_exit(i, generation).await,
+                Some((i, generation)) = self.probes.recv() => self.on_probe(i, generation).await,
                 () = sleep_until(deadline) => {}
             }
         }
@@ -214,7 +225,6 @@ impl Worker {
             slot.status.started = true;
             let started_at = rt.started_ns.map(ns_to_ts).unwrap_or_else(Timestamp::now);
             slot.status.state = State::Running { started_at };
-            slot.status.ready = true;
             slot.next_start = None;
             slot.running_since = Some(Instant::now());
             watch_exit(
@@ -227,6 +237,17 @@ impl Worker {
         }
         self.record = Some(record);
         self.next_refresh = uses_objects(&self.pod).then(Instant::now);
+        for i in 0..self.slots.len() {
+            if matches!(self.slots[i].status.state, State::Running { .. }) {
+                let id = self.slots[i]
+                    .status
+                    .container_id
+                    .clone()
+                    .unwrap_or_default();
+                self.start_probers(i, id.trim_start_matches("skiff://"))
+                    .await;
+            }
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -343,8 +364,6 @@ impl Worker {
             Ok(rt) => {
                 let slot = &mut self.slots[i];
                 slot.status.container_id = Some(format!("skiff://{}", rt.id));
-                slot.status.started = true;
-                slot.status.ready = true;
                 slot.status.state = State::Running {
                     started_at: rt.started_ns.map(ns_to_ts).unwrap_or_else(Timestamp::now),
                 };
@@ -357,6 +376,7 @@ impl Worker {
                     slot.generation,
                     rt.pid,
                 );
+                self.start_probers(i, &rt.id).await;
                 self.shared
                     .event(
                         &self.pod,
@@ -368,6 +388,118 @@ impl Worker {
             }
             Err(message) => self.start_failed(i, message).await,
         }
+    }
+
+    /// Starts the probers of slot `i`'s running instance `id`; without probes the container
+    /// is started and ready at once.
+    async fn start_probers(&mut self, i: usize, id: &str) {
+        let spec = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| {
+                s.containers
+                    .iter()
+                    .find(|c| c.name == self.slots[i].status.name)
+            })
+            .cloned()
+            .unwrap_or_default();
+        let pod_ip = self
+            .record
+            .as_ref()
+            .and_then(|r| r.ip)
+            .unwrap_or(self.shared.host_ip);
+        let exec = Arc::new(RuntimeExec(self.shared.pods.clone()));
+        let generation = self.slots[i].generation;
+        match ContainerProbers::start(
+            &spec,
+            pod_ip,
+            id,
+            exec,
+            Instant::now(),
+            &self.probes_tx,
+            i,
+            generation,
+        ) {
+            Ok(probers) => {
+                let health = probers.health();
+                let slot = &mut self.slots[i];
+                slot.status.started = health.started;
+                slot.status.ready = health.ready;
+                slot.probers = Some(probers);
+            }
+            Err(message) => {
+                let slot = &mut self.slots[i];
+                slot.status.started = true;
+                slot.status.ready = true;
+                self.shared
+                    .event(
+                        &self.pod,
+                        "Warning",
+                        "Unhealthy",
+                        &format!("probe not run: {message}"),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// A probe's verdict changed: readiness follows it; a failed liveness or startup probe
+    /// stops the container, and its exit restarts it (by the restart policy).
+    async fn on_probe(&mut self, i: usize, generation: u64) {
+        let Some(slot) = self.slots.get_mut(i).filter(|s| s.generation == generation) else {
+            return;
+        };
+        let Some(probers) = &slot.probers else {
+            return;
+        };
+        let health = probers.health();
+        slot.status.started = health.started;
+        slot.status.ready = health.ready;
+        let Some(kind) = health.failed else {
+            return;
+        };
+        let message = probers.failure_message(kind);
+        slot.probers = None;
+        slot.status.ready = false;
+        let name = slot.status.name.clone();
+        let what = match kind {
+            ProbeKind::Startup => "Startup",
+            _ => "Liveness",
+        };
+        self.shared
+            .event(
+                &self.pod,
+                "Warning",
+                "Unhealthy",
+                &format!("{what} probe failed: {message}"),
+            )
+            .await;
+        self.shared
+            .event(
+                &self.pod,
+                "Normal",
+                "Killing",
+                &format!(
+                    "Container {name} failed {} probe, will be restarted",
+                    what.to_lowercase()
+                ),
+            )
+            .await;
+        let Some(record) = self.record.clone() else {
+            return;
+        };
+        let grace = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
+        let pods = self.shared.pods.clone();
+        // Stopping waits out the grace period: off the worker, whose exit watch sees the end.
+        tokio::task::spawn_blocking(move || {
+            let _ = pods.stop_container(&record, &name, Duration::from_secs(grace.max(0) as u64));
+        });
     }
 
     async fn start_failed(&mut self, i: usize, message: String) {
@@ -450,6 +582,7 @@ impl Worker {
             finished_at,
         };
         slot.status.ready = false;
+        slot.probers = None;
         let restart = policy == "Always" || (policy == "OnFailure" && code != 0);
         if !restart {
             slot.status.state = State::Terminated(terminated);

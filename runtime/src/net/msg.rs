@@ -89,6 +89,11 @@ pub fn build(
             ]));
             (RouteNetlinkMessage::NewLink(m), create)
         }
+        Op::SetMacUp { link, mac } => {
+            let mut m = up_link(link);
+            m.attributes.push(LinkAttribute::Address(mac.to_vec()));
+            (RouteNetlinkMessage::SetLink(m), 0)
+        }
         Op::SetUp { link } => {
             let mut m = up_link(link);
             if link == "lo" {

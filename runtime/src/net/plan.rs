@@ -44,6 +44,8 @@ pub struct Route {
 /// the step's namespace where the kernel needs an index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
+    /// `RTM_SETLINK`: sets a (down) link's MAC address and brings it up in one message.
+    SetMacUp { link: String, mac: [u8; 6] },
     /// `RTM_NEWLINK` bridge, created up.
     CreateBridge {
         /// Bridge name.
@@ -92,6 +94,7 @@ impl Op {
             Op::CreateBridge { .. } => "RTM_NEWLINK bridge",
             Op::CreateVeth { .. } => "RTM_NEWLINK veth",
             Op::SetUp { .. } => "RTM_SETLINK up",
+            Op::SetMacUp { .. } => "RTM_SETLINK address+up",
             Op::AddAddress { .. } => "RTM_NEWADDR",
             Op::AddRoute(_) => "RTM_NEWROUTE",
             Op::DelRoute { .. } => "RTM_DELROUTE",
@@ -105,6 +108,13 @@ impl Op {
             Op::CreateBridge { name } | Op::DelLink { name } => name.clone(),
             Op::CreateVeth { name, peer, .. } => format!("{name} (peer {peer})"),
             Op::SetUp { link } => link.clone(),
+            Op::SetMacUp { link, mac } => format!(
+                "{link} ({})",
+                mac.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            ),
             Op::AddAddress { link, addr } => format!("{addr} on {link}"),
             Op::AddRoute(r) => match &r.kind {
                 RouteKind::Via { gateway, dev } => match dev {
@@ -281,8 +291,9 @@ pub fn pod_address_plan(
     Ok(vec![
         Step::new(
             Side::Pod,
-            Op::SetUp {
+            Op::SetMacUp {
                 link: pod_ifname.into(),
+                mac: mac_of(address.addr()),
             },
         ),
         Step::new(
@@ -303,6 +314,21 @@ pub fn pod_address_plan(
             }),
         ),
     ])
+}
+
+/// The pod interface's MAC address, derived from its IP (`0a:58:` + the IPv4 address, a
+/// locally administered unicast address): a pod that gets an address an earlier pod had
+/// also gets its MAC, so neighbour entries the node still holds for that address stay
+/// right and the new pod is reachable at once.
+pub fn mac_of(ip: IpAddr) -> [u8; 6] {
+    let b = match ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
+    [0x0a, 0x58, b[0], b[1], b[2], b[3]]
 }
 
 /// Deletes the host end of a pod's veth (the peer in the pod dies with it). Gone is fine.

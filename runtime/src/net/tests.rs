@@ -73,8 +73,9 @@ fn pod_plan_creates_veth_then_configures_inside_the_pod() {
     assert_eq!(steps[1].op, Op::SetUp { link: "lo".into() });
     assert_eq!(
         steps[2].op,
-        Op::SetUp {
-            link: "eth0".into()
+        Op::SetMacUp {
+            link: "eth0".into(),
+            mac: [0x0a, 0x58, 10, 244, 0, 2],
         }
     );
     assert_eq!(steps[4].op.target(), "0.0.0.0/0 via 10.244.0.1 dev eth0");
