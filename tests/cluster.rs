@@ -402,6 +402,20 @@ fn skiff_up_runs_a_deployment_restarts_crashes_and_survives_its_own_restart() {
         return;
     };
     up.start();
+    // Untranslated Service addresses fail on the node, never leave it.
+    wait_for(
+        "the Service range's unreachable route",
+        Duration::from_secs(20),
+        || {
+            let out = up
+                .in_netns("ip")
+                .args(["route", "show", "10.96.0.0/12"])
+                .output();
+            out.is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout).starts_with("unreachable 10.96.0.0/12")
+            })
+        },
+    );
 
     // A Deployment of three web servers: three Running pods, three addresses, each serving.
     up.apply(WEB);

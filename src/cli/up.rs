@@ -27,8 +27,8 @@ pub struct NodeOptions {
     /// Pod cgroups go below this one, relative to the cgroup skiff runs in.
     #[arg(long, env = "SKIFF_CGROUP_PARENT", default_value = "skiff-pods")]
     pub cgroup_parent: PathBuf,
-    /// The bridge pods attach to (created if missing).
-    #[arg(long, env = "SKIFF_BRIDGE", default_value = "skiff0")]
+    /// The bridge pods attach to (created if missing; its address is the PodCIDR's first).
+    #[arg(long, default_value = "skiffbr0")]
     pub bridge: String,
     /// Registries spoken to over plain HTTP (loopback always is).
     #[arg(long = "insecure-registry")]
