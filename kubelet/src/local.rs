@@ -421,19 +421,25 @@ impl LocalPods {
         Ok((code, output))
     }
 
-    /// The names of the pods with a record on this node.
-    pub fn names(&self) -> Vec<String> {
+    /// The names of the pods with a record on this node, sorted.
+    pub fn names(&self) -> Result<Vec<String>, LocalError> {
         let dir = self.cfg.state_dir.join("pods");
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(source) => {
+                return Err(LocalError::Io {
+                    op: "list",
+                    path: dir,
+                    source,
+                });
+            }
+        };
         names.sort();
-        names
+        Ok(names)
     }
 
     /// What the node contributes to the plan of a pod kept in `dir` with address `ip`.
@@ -564,23 +570,44 @@ impl LocalPods {
         Ok(record)
     }
 
-    /// The pod's veth on the node bridge (made if missing, carrying the CIDR's gateway).
-    fn pod_interface(&self, pod: &str, ip: std::net::Ipv4Addr) -> Result<PodInterface, LocalError> {
+    /// A netlink handle in the node's network namespace (the pinned one, else this
+    /// process's); `pod` names what it is for in errors.
+    fn node_net(&self, pod: &str) -> Result<NetHandle, LocalError> {
         let net_err = |source| LocalError::Net {
             pod: pod.into(),
             source: Box::new(source),
         };
-        let mut node = match &self.cfg.node_netns {
+        match &self.cfg.node_netns {
             Some(pin) => {
                 let fd = PinnedNs::open(pin).map_err(|source| LocalError::NodeNetns {
                     pod: pod.into(),
                     source: Box::new(source),
                 })?;
                 NetHandle::in_netns(std::os::fd::AsFd::as_fd(&fd), pin.display().to_string())
-                    .map_err(net_err)?
+                    .map_err(net_err)
             }
-            None => NetHandle::current("node").map_err(net_err)?,
+            None => NetHandle::current("node").map_err(net_err),
+        }
+    }
+
+    /// Routes `dst` (the Service range) `unreachable` in the node's network namespace.
+    pub fn route_unreachable(&self, dst: IpNet) -> Result<(), LocalError> {
+        let what = format!("route {dst}");
+        self.node_net(&what)?
+            .add_unreachable_route(dst)
+            .map_err(|source| LocalError::Net {
+                pod: what,
+                source: Box::new(source),
+            })
+    }
+
+    /// The pod's veth on the node bridge (made if missing, carrying the CIDR's gateway).
+    fn pod_interface(&self, pod: &str, ip: std::net::Ipv4Addr) -> Result<PodInterface, LocalError> {
+        let net_err = |source| LocalError::Net {
+            pod: pod.into(),
+            source: Box::new(source),
         };
+        let mut node = self.node_net(pod)?;
         let cidr = self.cfg.pod_cidr.trunc();
         let gateway = self.ipam(pod, cidr)?.gateway();
         let prefix = cidr.prefix_len();
@@ -635,22 +662,7 @@ impl LocalPods {
 
     /// Every pod with its containers' states, by name.
     pub fn list(&self) -> Result<Vec<(PodRecord, Vec<ContainerRow>)>, LocalError> {
-        let dir = self.cfg.state_dir.join("pods");
-        let mut names: Vec<String> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-            Err(source) => {
-                return Err(LocalError::Io {
-                    op: "list",
-                    path: dir,
-                    source,
-                });
-            }
-        };
-        names.sort();
+        let names = self.names()?;
         let mut out = Vec::new();
         for name in names {
             let Ok(record) = self.record(&name) else {

@@ -25,7 +25,6 @@ use k8s_openapi::api::core::v1::Pod;
 use skiff_api::node::pod_event::Type;
 use skiff_api::node::{EventRequest, HeartbeatRequest, PodRef, RegisterRequest, WatchPodsRequest};
 use skiff_runtime::image::{ImageStore, PullOptions};
-use skiff_runtime::net::NetHandle;
 
 use crate::local::{ClusterDns, LocalConfig, LocalPods};
 use worker::WorkerHandle;
@@ -218,7 +217,7 @@ async fn session(
                 exits: exit_watcher.clone(),
             });
             *setup = Some(shared.clone());
-            block_service_range(&registered.service_cidr, config.node_netns.clone()).await;
+            block_service_range(shared.pods.clone(), &registered.service_cidr).await;
             shared
         }
     };
@@ -238,24 +237,12 @@ async fn session(
 /// Installs an `unreachable` route for the Service range in the node's network namespace:
 /// a Service address the proxy does not translate fails here at once instead of following
 /// the default route off the machine.
-async fn block_service_range(cidr: &str, node_netns: Option<PathBuf>) {
+async fn block_service_range(pods: Arc<LocalPods>, cidr: &str) {
     let Ok(dst) = cidr.parse::<ipnet::IpNet>() else {
         tracing::warn!(%cidr, "the control plane's Service range does not parse");
         return;
     };
-    let done = tokio::task::spawn_blocking(move || {
-        let mut handle = match &node_netns {
-            Some(pin) => {
-                let fd = skiff_runtime::ns::PinnedNs::open(pin).map_err(|e| e.to_string())?;
-                NetHandle::in_netns(std::os::fd::AsFd::as_fd(&fd), pin.display().to_string())
-                    .map_err(|e| e.to_string())?
-            }
-            None => NetHandle::current("node").map_err(|e| e.to_string())?,
-        };
-        handle.add_unreachable_route(dst).map_err(|e| e.to_string())
-    })
-    .await;
-    match done {
+    match tokio::task::spawn_blocking(move || pods.route_unreachable(dst)).await {
         Ok(Ok(())) => tracing::info!(%cidr, "Service range routed unreachable"),
         Ok(Err(e)) => tracing::warn!(%cidr, error = %e, "routing the Service range"),
         Err(e) => tracing::warn!(error = %e, "routing the Service range"),
@@ -391,7 +378,7 @@ fn forget_missing(
             detach(w);
         }
     }
-    for uid in shared.pods.names() {
+    for uid in shared.pods.names().unwrap_or_default() {
         if !seen.contains(&uid) && !workers.contains_key(&uid) {
             let pod = Arc::new(Pod::default());
             let w = worker::spawn(shared.clone(), uid, pod);

@@ -136,6 +136,20 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+fn secs(seconds: Option<i64>) -> Option<Duration> {
+    seconds.map(|s| Duration::from_secs(s.max(0) as u64))
+}
+
+/// The pod's `terminationGracePeriodSeconds` (30 s when unset).
+fn pod_grace(pod: &Pod) -> Duration {
+    secs(
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds),
+    )
+    .unwrap_or(Duration::from_secs(30))
+}
+
 fn pod_label(pod: &Pod) -> String {
     format!(
         "{}_{}({})",
@@ -156,15 +170,10 @@ impl Worker {
                     return;
                 }
                 Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+                    let grace = secs(pod.metadata.deletion_grace_period_seconds)
+                        .unwrap_or_else(|| pod_grace(&pod));
                     self.pod = pod;
-                    let grace = self
-                        .pod
-                        .metadata
-                        .deletion_grace_period_seconds
-                        .or_else(|| self.pod.spec.as_ref()?.termination_grace_period_seconds)
-                        .unwrap_or(30);
-                    self.terminate(Some(Duration::from_secs(grace.max(0) as u64)))
-                        .await;
+                    self.terminate(Some(grace)).await;
                     return;
                 }
                 Some(pod) => self.pod = pod,
@@ -489,16 +498,11 @@ impl Worker {
         let Some(record) = self.record.clone() else {
             return;
         };
-        let grace = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30);
+        let grace = pod_grace(&self.pod);
         let pods = self.shared.pods.clone();
         // Stopping waits out the grace period: off the worker, whose exit watch sees the end.
         tokio::task::spawn_blocking(move || {
-            let _ = pods.stop_container(&record, &name, Duration::from_secs(grace.max(0) as u64));
+            let _ = pods.stop_container(&record, &name, grace);
         });
     }
 
@@ -662,15 +666,7 @@ impl Worker {
         let pods = self.shared.pods.clone();
         let uid = self.uid.clone();
         let confirm = grace.is_some();
-        let grace = grace.unwrap_or_else(|| {
-            let secs = self
-                .pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds)
-                .unwrap_or(30);
-            Duration::from_secs(secs.max(0) as u64)
-        });
+        let grace = grace.unwrap_or_else(|| pod_grace(&self.pod));
         let label = pod_label(&self.pod);
         let result = blocking(move || {
             let record = match pods.record(&uid) {
