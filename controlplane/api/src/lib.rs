@@ -1,5 +1,6 @@
 //! Shared by the control plane and the node agent: Kubernetes resource quantities and the
-//! node contract (`proto/node.proto`: the gRPC service nodes dial).
+//! node contract (`proto/node.proto`: the gRPC services nodes dial; `proto/stream.proto`:
+//! the streams that carry logs, exec, attach and port-forward to a pod).
 #![forbid(unsafe_code)]
 
 pub mod join;
@@ -7,7 +8,7 @@ pub mod quantity;
 
 pub use quantity::Quantity;
 
-/// The node contract, generated from `proto/node.proto`.
+/// The node contract, generated from `proto/node.proto` and `proto/stream.proto`.
 pub mod node {
     #![allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
     tonic::include_proto!("skiff.node.v1");
