@@ -5,6 +5,7 @@
 
 mod conn;
 mod exits;
+mod hooks;
 mod images;
 pub mod nodeinfo;
 mod objects;
