@@ -638,6 +638,48 @@ impl LocalPods {
             })
     }
 
+    /// Adds (or replaces) the route `dst via gateway` in the node's network namespace: the
+    /// way to another node's pods.
+    pub fn route_via(&self, dst: IpNet, gateway: IpAddr) -> Result<(), LocalError> {
+        let what = format!("route {dst} via {gateway}");
+        self.node_net(&what)?
+            .add_route(dst, gateway)
+            .map_err(|source| LocalError::Net {
+                pod: what,
+                source: Box::new(source),
+            })
+    }
+
+    /// Deletes the route to `dst` in the node's network namespace (gone already is fine).
+    pub fn del_route(&self, dst: IpNet) -> Result<(), LocalError> {
+        let what = format!("route {dst}");
+        self.node_net(&what)?
+            .del_route(dst)
+            .map_err(|source| LocalError::Net {
+                pod: what,
+                source: Box::new(source),
+            })
+    }
+
+    /// Turns on IPv4 forwarding in the node's network namespace (this process's: a pinned
+    /// node namespace is only used by tests of the pod network, which route nothing).
+    pub fn enable_forwarding(&self) -> Result<(), LocalError> {
+        let path = PathBuf::from("/proc/sys/net/ipv4/ip_forward");
+        if self.cfg.node_netns.is_some() {
+            return Err(LocalError::Setup(
+                "forwarding in a pinned node network namespace is not supported".into(),
+            ));
+        }
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+            return Ok(());
+        }
+        std::fs::write(&path, "1").map_err(|source| LocalError::Io {
+            op: "write",
+            path,
+            source,
+        })
+    }
+
     /// The pod's veth on the node bridge (made if missing, carrying the CIDR's gateway).
     fn pod_interface(&self, pod: &str, ip: std::net::Ipv4Addr) -> Result<PodInterface, LocalError> {
         let net_err = |source| LocalError::Net {

@@ -10,6 +10,7 @@ mod images;
 pub mod nodeinfo;
 mod objects;
 mod probes;
+pub mod routes;
 pub mod status;
 mod worker;
 
@@ -71,6 +72,9 @@ pub struct Shared {
     host_ip: IpAddr,
     node_name: String,
     exits: Arc<exits::ExitWatcher>,
+    /// Routes to the other nodes' pods.
+    routes: Arc<tokio::sync::Mutex<routes::Routes>>,
+    pod_cidr: Ipv4Net,
 }
 
 use images::Images;
@@ -209,8 +213,12 @@ async fn session(
             };
             let store = ImageStore::open(&config.image_root)
                 .map_err(|e| AgentError::Config(format!("image store: {e}")))?;
+            let pods = Arc::new(LocalPods::open(local)?);
+            let routes = routes::Routes::load(pods.clone(), &config.state_dir);
             let shared = Arc::new(Shared {
-                pods: Arc::new(LocalPods::open(local)?),
+                pods,
+                routes: Arc::new(tokio::sync::Mutex::new(routes)),
+                pod_cidr,
                 client: std::sync::RwLock::new(client.clone()),
                 images: Images::new(store, config.pull.clone(), config.parallel_pulls),
                 host_ip,
@@ -230,7 +238,18 @@ async fn session(
         machine,
         host_ip,
     ));
-    let result = watch(&mut client, &shared, workers, resume).await;
+    let routes = routes::follow(
+        client.clone(),
+        config.credentials.node_name.clone(),
+        shared.pod_cidr,
+        host_ip,
+        shared.routes.clone(),
+    );
+    // The pods and the routes share the connection: either breaking ends the session.
+    let result = tokio::select! {
+        r = watch(&mut client, &shared, workers, resume) => r,
+        r = routes => r,
+    };
     heartbeat.abort();
     result
 }

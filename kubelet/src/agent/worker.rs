@@ -74,6 +74,9 @@ struct Worker {
     next_refresh: Option<Instant>,
 }
 
+/// The longest a postStart hook may run (Kubernetes sets none; a day stands for that).
+const POST_START_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
 /// A postStart hook ended: (slot, generation, outcome).
 type HookDone = (usize, u64, Result<(), String>);
 
@@ -524,8 +527,8 @@ impl Worker {
                 let (tx, generation) = (self.hooks_tx.clone(), self.slots[i].generation);
                 let who = container_label(&self.pod, &name);
                 tokio::spawn(async move {
-                    // No timeout of its own (as in Kubernetes); the exit or a deletion ends it.
-                    let outcome = hook.run(&target, &exec, Duration::MAX, &who).await;
+                    // Kubernetes sets postStart no timeout; the exit or a deletion ends it.
+                    let outcome = hook.run(&target, &exec, POST_START_LIMIT, &who).await;
                     let _ = tx.send((i, generation, outcome)).await;
                 });
             }
