@@ -36,6 +36,19 @@ pub struct NodeOptions {
     /// Image pulls at once.
     #[arg(long, default_value_t = 3)]
     pub parallel_pulls: usize,
+    /// Where the kubelet serves `/metrics` (Prometheus text, plain HTTP): keep it on
+    /// loopback. `off` serves none.
+    #[arg(long, default_value = "127.0.0.1:10255", value_parser = parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{s:?}: {e} (HOST:PORT or off)"))
 }
 
 /// Options of `skiff up`.
@@ -118,6 +131,7 @@ fn agent_config(
             ..PullOptions::default()
         },
         parallel_pulls: node.parallel_pulls,
+        metrics_listen: node.metrics_listen,
     })
 }
 

@@ -11,47 +11,71 @@ use crate::join::NodeCredentials;
 
 pub type Client = NodeClient<Channel>;
 
-/// Dials `server` (`https://host:port`) with mutual TLS: the cluster CA as the only root,
-/// the node's certificate as its identity.
-pub async fn connect(server: &str, credentials: &NodeCredentials) -> Result<Client, AgentError> {
-    let tls = credentials.tonic_client_tls(Some(&tls_name(server)));
-    let endpoint = Endpoint::from_shared(server.to_owned())
-        .map_err(|e| AgentError::Config(format!("control plane address {server:?}: {e}")))?
+/// The node service's address, parsed once: the URL to dial, its `host:port`, and the host
+/// the serving certificate must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    pub url: String,
+    pub authority: String,
+    pub host: String,
+}
+
+impl ServerAddr {
+    /// `https://host:port[/…]` (the certificate names 127.0.0.1 and localhost, plus whatever
+    /// `--tls-san` added).
+    pub fn parse(url: &str) -> ServerAddr {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+            _ => authority,
+        };
+        ServerAddr {
+            url: url.to_owned(),
+            authority: authority.to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+        }
+    }
+}
+
+/// Dials `server` with mutual TLS: the cluster CA as the only root, the node's certificate
+/// as its identity.
+pub async fn connect(
+    server: &ServerAddr,
+    credentials: &NodeCredentials,
+) -> Result<Client, AgentError> {
+    let tls = credentials.tonic_client_tls(Some(&server.host));
+    let url = &server.url;
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| AgentError::Config(format!("control plane address {url:?}: {e}")))?
         .tls_config(tls)
         .map_err(|e| AgentError::Config(format!("TLS: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_while_idle(true);
     let channel = endpoint.connect().await.map_err(|e| AgentError::Connect {
-        server: server.to_owned(),
+        server: url.clone(),
         message: e.to_string(),
     })?;
     Ok(NodeClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }
 
-/// The host part of `https://host:port` (the serving certificate names 127.0.0.1 and
-/// localhost, plus whatever `--tls-san` added).
-fn tls_name(server: &str) -> String {
-    let rest = server.split_once("://").map_or(server, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-        _ => authority,
-    };
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::tls_name;
+    use super::ServerAddr;
 
     #[test]
-    fn tls_name_is_the_host() {
-        assert_eq!(tls_name("https://127.0.0.1:6444"), "127.0.0.1");
-        assert_eq!(tls_name("https://cp.example:6444/"), "cp.example");
-        assert_eq!(tls_name("https://[::1]:6444"), "::1");
-        assert_eq!(tls_name("https://localhost"), "localhost");
+    fn the_address_is_parsed_into_host_and_authority() {
+        let host = |url: &str| ServerAddr::parse(url).host;
+        assert_eq!(host("https://127.0.0.1:6444"), "127.0.0.1");
+        assert_eq!(host("https://cp.example:6444/"), "cp.example");
+        assert_eq!(host("https://[::1]:6444"), "::1");
+        assert_eq!(host("https://localhost"), "localhost");
+        let a = ServerAddr::parse("https://cp.example:6444/x");
+        assert_eq!(a.authority, "cp.example:6444");
+        assert_eq!(a.url, "https://cp.example:6444/x");
     }
 }

@@ -21,8 +21,13 @@ impl Images {
         }
     }
 
-    /// Makes `reference` present as `policy` asks; the error is what the user reads.
-    pub async fn ensure(&self, reference: &str, policy: &str) -> Result<(), String> {
+    /// Makes `reference` present as `policy` asks; the error is what the user reads. A pull
+    /// returns how long it took.
+    pub async fn ensure(
+        &self,
+        reference: &str,
+        policy: &str,
+    ) -> Result<Option<std::time::Duration>, String> {
         let parsed = Reference::parse(reference)
             .map_err(|e| format!("Failed to pull image \"{reference}\": {e}"))?;
         let present = self
@@ -31,7 +36,7 @@ impl Images {
             .map_err(|e| e.to_string())?
             .is_some();
         match (policy, present) {
-            ("Never", true) | ("IfNotPresent", true) => return Ok(()),
+            ("Never", true) | ("IfNotPresent", true) => return Ok(None),
             ("Never", false) => {
                 return Err(format!(
                     "Container image \"{reference}\" is not present with pull policy of Never"
@@ -40,9 +45,10 @@ impl Images {
             _ => {}
         }
         let _slot = self.slots.acquire().await.map_err(|e| e.to_string())?;
+        let begun = std::time::Instant::now();
         image::pull(&self.store, &parsed, &self.options, Arc::new(NoProgress))
             .await
-            .map(|_| ())
+            .map(|_| Some(begun.elapsed()))
             .map_err(|e| format!("Failed to pull image \"{reference}\": {e}"))
     }
 }

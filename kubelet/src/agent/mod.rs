@@ -7,6 +7,7 @@ mod conn;
 mod exits;
 mod hooks;
 mod images;
+pub mod metrics;
 pub mod nodeinfo;
 mod objects;
 mod probes;
@@ -61,6 +62,8 @@ pub struct AgentConfig {
     pub bridge: String,
     pub pull: PullOptions,
     pub parallel_pulls: usize,
+    /// Where `/metrics` is served (plain HTTP; meant for loopback); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// What every worker shares.
@@ -72,6 +75,7 @@ pub struct Shared {
     host_ip: IpAddr,
     node_name: String,
     exits: Arc<exits::ExitWatcher>,
+    metrics: Arc<metrics::Metrics>,
     /// Routes to the other nodes' pods.
     routes: Arc<tokio::sync::Mutex<routes::Routes>>,
     pod_cidr: Ipv4Net,
@@ -107,10 +111,8 @@ impl Shared {
 }
 
 /// The address this machine uses toward `server` (no packet is sent).
-fn route_source(server: &str) -> Option<IpAddr> {
-    let rest = server.split_once("://").map_or(server, |(_, r)| r);
-    let authority = rest.split('/').next()?;
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+fn route_source(server: &conn::ServerAddr) -> Option<IpAddr> {
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(server.authority.as_str())
         .ok()?
         .next()?;
     let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
@@ -130,8 +132,23 @@ pub async fn run(
     let mut setup: Option<Arc<Shared>> = None;
     let exits = exits::ExitWatcher::start()
         .map_err(|e| AgentError::Config(format!("starting the exit watcher: {e}")))?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let serving = config.metrics_listen.map(|addr| {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, metrics).await {
+                tracing::warn!(%addr, error = %e, "serving /metrics");
+            }
+        })
+    });
     loop {
-        let session = session(&config, &mut workers, &mut resume, &mut setup, &exits);
+        let session = session(
+            &config,
+            &mut workers,
+            &mut resume,
+            &mut setup,
+            (&exits, &metrics),
+        );
         tokio::select! {
             () = &mut shutdown => break,
             result = session => {
@@ -149,6 +166,9 @@ pub async fn run(
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
+    if let Some(task) = serving {
+        task.abort();
+    }
     // Workers see their channel close and leave their pods running.
     for (_, w) in workers.drain() {
         drop(w.pod);
@@ -163,17 +183,20 @@ async fn session(
     workers: &mut HashMap<String, WorkerHandle>,
     resume: &mut u64,
     setup: &mut Option<Arc<Shared>>,
-    exit_watcher: &Arc<exits::ExitWatcher>,
+    (exit_watcher, metrics): (&Arc<exits::ExitWatcher>, &Arc<metrics::Metrics>),
 ) -> Result<(), AgentError> {
-    let mut client = conn::connect(&config.server, &config.credentials).await?;
+    let server = conn::ServerAddr::parse(&config.server);
+    let mut client = conn::connect(&server, &config.credentials).await?;
     let machine = nodeinfo::Machine::detect();
     let host_ip = config
         .node_ip
-        .or_else(|| route_source(&config.server))
+        .or_else(|| route_source(&server))
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let pressure = nodeinfo::Pressure::measure(&config.state_dir, &config.image_root);
     let node = nodeinfo::node(
         &config.credentials.node_name,
         &machine,
+        &pressure,
         host_ip,
         Timestamp::now(),
     );
@@ -224,6 +247,7 @@ async fn session(
                 host_ip,
                 node_name: config.credentials.node_name.clone(),
                 exits: exit_watcher.clone(),
+                metrics: metrics.clone(),
             });
             *setup = Some(shared.clone());
             block_service_range(shared.pods.clone(), &registered.service_cidr).await;
@@ -237,6 +261,7 @@ async fn session(
         Duration::from_secs(u64::from(registered.heartbeat_seconds.max(1))),
         machine,
         host_ip,
+        (config.state_dir.clone(), config.image_root.clone()),
     ));
     let routes = routes::follow(
         client.clone(),
@@ -275,20 +300,27 @@ async fn heartbeat(
     every: Duration,
     machine: nodeinfo::Machine,
     host_ip: IpAddr,
+    (state_dir, image_root): (PathBuf, PathBuf),
 ) {
     let mut n = 0u64;
+    let mut last: Option<Vec<(String, String)>> = None;
     loop {
         tokio::time::sleep(every).await;
         n += 1;
-        // The status (with fresh condition heartbeats) every sixth beat: a minute by default.
-        let status = if n.is_multiple_of(6) {
-            serde_json::to_vec(&nodeinfo::status(
-                &machine,
-                host_ip,
-                &node,
-                Timestamp::now(),
-            ))
-            .unwrap_or_default()
+        // The status (with fresh condition heartbeats) when a condition changed, else every
+        // sixth beat: a minute by default.
+        let pressure = nodeinfo::Pressure::measure(&state_dir, &image_root);
+        let now = Timestamp::now();
+        let flags: Vec<(String, String)> = pressure
+            .conditions(now)
+            .into_iter()
+            .map(|c| (c.type_, c.status))
+            .collect();
+        let changed = last.as_ref() != Some(&flags);
+        last = Some(flags);
+        let status = if n.is_multiple_of(6) || changed {
+            serde_json::to_vec(&nodeinfo::status(&machine, &pressure, host_ip, &node, now))
+                .unwrap_or_default()
         } else {
             Vec::new()
         };

@@ -72,6 +72,16 @@ struct Worker {
     retry_report: Option<Instant>,
     /// When to re-read the ConfigMaps and Secrets the pod's volumes show.
     next_refresh: Option<Instant>,
+    /// For the pod start SLI: time spent pulling images, when the first init container
+    /// started and when the last one finished; `None` once reported (or adopted).
+    sli: Option<SliClock>,
+}
+
+#[derive(Debug, Default)]
+struct SliClock {
+    pulls: Duration,
+    init_began: Option<Instant>,
+    init_ended: Option<Instant>,
 }
 
 /// The longest a postStart hook may run (Kubernetes sets none; a day stands for that).
@@ -159,6 +169,7 @@ pub fn spawn(shared: Arc<Shared>, uid: String, pod: Arc<Pod>) -> WorkerHandle {
         last_sent: None,
         retry_report: None,
         next_refresh: None,
+        sli: Some(SliClock::default()),
     };
     WorkerHandle {
         pod: tx,
@@ -271,6 +282,7 @@ impl Worker {
         let Ok(record) = blocking(move || pods.record(&uid)).await else {
             return;
         };
+        self.sli = None; // started by an earlier run
         // Restart counts live in the API's status: carry them over.
         let known: Vec<k8s_openapi::api::core::v1::ContainerStatus> = self
             .pod
@@ -456,11 +468,18 @@ impl Worker {
         {
             let image = c.image.clone().unwrap_or_default();
             let policy = c.image_pull_policy.clone().unwrap_or_default();
-            self.shared
+            let pulled = self
+                .shared
                 .images
                 .ensure(&image, &policy)
                 .await
                 .map_err(|message| ("ErrImagePull".to_owned(), message))?;
+            if let Some(took) = pulled {
+                self.shared.metrics.image_pulled(took);
+                if let Some(sli) = self.sli.as_mut() {
+                    sli.pulls += took;
+                }
+            }
         }
         let (pods, pod, uid) = (self.shared.pods.clone(), self.pod.clone(), self.uid.clone());
         let objects = RemoteObjects::new(self.shared.client());
@@ -491,6 +510,9 @@ impl Worker {
             self.slots[i].status.restart_count += 1;
         }
         self.slots[i].generation += 1;
+        if let Some(sli) = self.sli.as_mut().filter(|_| self.slots[i].init) {
+            sli.init_began.get_or_insert_with(Instant::now);
+        }
         let (pods, r, n) = (self.shared.pods.clone(), record.clone(), name.clone());
         let started = blocking(move || {
             pods.start_container(&r, &n)?;
@@ -823,7 +845,42 @@ impl Worker {
         };
     }
 
+    /// The pod start SLI, once all containers run for the first time: from the pod's creation,
+    /// less image pulls and init containers. And the running counts.
+    fn count(&mut self) {
+        let app = self.slots.iter().filter(|s| !s.init);
+        let running = app
+            .clone()
+            .filter(|s| matches!(s.status.state, State::Running { .. }))
+            .count();
+        self.shared.metrics.set_running(&self.uid, running);
+        let initialized = self.init_step() == InitStep::Done;
+        let Some(sli) = self.sli.as_mut() else {
+            return;
+        };
+        if initialized && sli.init_began.is_some() {
+            sli.init_ended.get_or_insert_with(Instant::now);
+        }
+        if running == 0 || running < app.count() {
+            return;
+        }
+        let Some(created) = self.pod.metadata.creation_timestamp.as_ref() else {
+            return;
+        };
+        let since = Timestamp::now().duration_since(created.0);
+        let init = match (sli.init_began, sli.init_ended) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a),
+            _ => Duration::ZERO,
+        };
+        let total = Duration::try_from(since).unwrap_or_default();
+        self.shared
+            .metrics
+            .pod_started(total.saturating_sub(sli.pulls).saturating_sub(init));
+        self.sli = None;
+    }
+
     async fn report(&mut self) {
+        self.count();
         let addresses = self.record.as_ref().map(|r| Addresses {
             pod_ip: r.ip,
             host_ip: self.shared.host_ip,
@@ -879,6 +936,7 @@ impl Worker {
         let confirm = grace.is_some();
         let grace = grace.unwrap_or_else(|| pod_grace(&self.pod));
         let label = pod_label(&self.pod);
+        self.shared.metrics.set_running(&self.uid, 0);
         let record = match blocking(move || pods.record(&uid)).await {
             Ok(record) => Some(record),
             Err(e) if e.ends_with("not found") => None,
