@@ -38,17 +38,17 @@ pub struct NodeOptions {
     pub parallel_pulls: usize,
     /// Where the kubelet serves `/metrics` (Prometheus text, plain HTTP): keep it on
     /// loopback. `off` serves none.
-    #[arg(long, default_value = "127.0.0.1:10255", value_parser = parse_listen)]
-    pub metrics_listen: Option<SocketAddr>,
+    #[arg(long, default_value = "127.0.0.1:10255")]
+    pub metrics_listen: String,
 }
 
-fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
+fn parse_listen(s: &str) -> Result<Option<SocketAddr>> {
     if s == "off" {
         return Ok(None);
     }
     s.parse()
         .map(Some)
-        .map_err(|e| format!("{s:?}: {e} (HOST:PORT or off)"))
+        .with_context(|| format!("--metrics-listen {s:?}: HOST:PORT or off"))
 }
 
 /// Options of `skiff up`.
@@ -131,7 +131,7 @@ fn agent_config(
             ..PullOptions::default()
         },
         parallel_pulls: node.parallel_pulls,
-        metrics_listen: node.metrics_listen,
+        metrics_listen: parse_listen(&node.metrics_listen)?,
     })
 }
 
