@@ -451,6 +451,23 @@ fn skiff_up_runs_a_deployment_restarts_crashes_and_survives_its_own_restart() {
         );
     }
 
+    // The kubelet's /metrics (on loopback in the node's namespace): three pods started and
+    // running, each start in the SLI histogram.
+    let metrics = up
+        .http_get("http://127.0.0.1:10255/metrics")
+        .unwrap_or_default();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(value("kubelet_running_pods ") >= 3.0, "{metrics}");
+    assert!(
+        value("kubelet_pod_start_sli_duration_seconds_count ") >= 3.0,
+        "{metrics}"
+    );
+
     // Failures as users see them in `kubectl get pods` and in the container status.
     up.apply(BROKEN);
     wait_for("CrashLoopBackOff", Duration::from_secs(60), || {

@@ -21,12 +21,14 @@ impl Images {
         }
     }
 
-    /// Makes `reference` present as `policy` asks; the error is what the user reads. A pull
-    /// returns how long it took.
+    /// Makes `reference` present as `policy` asks, pulling with the credentials of
+    /// `auth_file` (the pod's pull secrets) when given; the error is what the user reads. A
+    /// pull returns how long it took.
     pub async fn ensure(
         &self,
         reference: &str,
         policy: &str,
+        auth_file: Option<&std::path::Path>,
     ) -> Result<Option<std::time::Duration>, String> {
         let parsed = Reference::parse(reference)
             .map_err(|e| format!("Failed to pull image \"{reference}\": {e}"))?;
@@ -46,7 +48,11 @@ impl Images {
         }
         let _slot = self.slots.acquire().await.map_err(|e| e.to_string())?;
         let begun = std::time::Instant::now();
-        image::pull(&self.store, &parsed, &self.options, Arc::new(NoProgress))
+        let mut options = self.options.clone();
+        if let Some(file) = auth_file {
+            options.auth_file = Some(file.to_path_buf());
+        }
+        image::pull(&self.store, &parsed, &options, Arc::new(NoProgress))
             .await
             .map(|_| Some(begun.elapsed()))
             .map_err(|e| format!("Failed to pull image \"{reference}\": {e}"))

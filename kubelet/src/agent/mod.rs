@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod nodeinfo;
 mod objects;
 mod probes;
+pub mod pullsecrets;
 pub mod routes;
 pub mod status;
 mod worker;
@@ -76,6 +77,7 @@ pub struct Shared {
     node_name: String,
     exits: Arc<exits::ExitWatcher>,
     metrics: Arc<metrics::Metrics>,
+    state_dir: PathBuf,
     /// Routes to the other nodes' pods.
     routes: Arc<tokio::sync::Mutex<routes::Routes>>,
     pod_cidr: Ipv4Net,
@@ -248,6 +250,7 @@ async fn session(
                 node_name: config.credentials.node_name.clone(),
                 exits: exit_watcher.clone(),
                 metrics: metrics.clone(),
+                state_dir: config.state_dir.clone(),
             });
             *setup = Some(shared.clone());
             block_service_range(shared.pods.clone(), &registered.service_cidr).await;

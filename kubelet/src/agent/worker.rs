@@ -457,8 +457,75 @@ impl Worker {
         }
     }
 
-    /// Pulls the pod's images and makes its sandbox and containers.
+    /// The pod's `imagePullSecrets` as one docker config in `STATE/pull-auth/UID.json`
+    /// (0600), for its pulls; `None` when it names none (or none holds credentials).
+    async fn pull_auth(&self) -> Result<Option<std::path::PathBuf>, (String, String)> {
+        let names: Vec<String> = self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.image_pull_secrets.iter().flatten())
+            .map(|r| r.name.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let objects = RemoteObjects::new(self.shared.client());
+        let dir = self.shared.state_dir.join("pull-auth");
+        let file = dir.join(format!("{}.json", self.uid));
+        let written = tokio::task::spawn_blocking(move || {
+            use crate::podspec::ObjectSource;
+            let mut secrets = Vec::new();
+            for name in &names {
+                // A missing pull secret is skipped, as the kubelet does (the pull may still
+                // work anonymously).
+                if let Some(s) = objects.secret(&namespace, name)? {
+                    secrets.push(s);
+                }
+            }
+            let Some(config) = super::pullsecrets::docker_config(&secrets) else {
+                return Ok(None);
+            };
+            let write = || -> std::io::Result<()> {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                std::fs::create_dir_all(&dir)?;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&file)?
+                    .write_all(&config)
+            };
+            write().map_err(|e| format!("writing {}: {e}", file.display()))?;
+            Ok(Some(file))
+        })
+        .await;
+        match written {
+            Ok(Ok(file)) => Ok(file),
+            Ok(Err(message)) => Err(("ErrImagePull".into(), message)),
+            Err(e) => Err(("ErrImagePull".into(), e.to_string())),
+        }
+    }
+
+    /// Pulls the pod's images (with its pull secrets) and makes its sandbox and containers.
     async fn set_up(&mut self) -> Result<(), (String, String)> {
+        let auth = self.pull_auth().await?;
+        let pulled = self.pull_images(auth.as_deref()).await;
+        if let Some(file) = &auth {
+            let _ = std::fs::remove_file(file);
+        }
+        pulled?;
+        self.create().await
+    }
+
+    async fn pull_images(
+        &mut self,
+        auth: Option<&std::path::Path>,
+    ) -> Result<(), (String, String)> {
         let spec = self.pod.spec.clone().unwrap_or_default();
         for c in spec
             .init_containers
@@ -471,7 +538,7 @@ impl Worker {
             let pulled = self
                 .shared
                 .images
-                .ensure(&image, &policy)
+                .ensure(&image, &policy, auth)
                 .await
                 .map_err(|message| ("ErrImagePull".to_owned(), message))?;
             if let Some(took) = pulled {
@@ -481,6 +548,11 @@ impl Worker {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Makes the sandbox and the containers (created, not started).
+    async fn create(&mut self) -> Result<(), (String, String)> {
         let (pods, pod, uid) = (self.shared.pods.clone(), self.pod.clone(), self.uid.clone());
         let objects = RemoteObjects::new(self.shared.client());
         let created =
