@@ -660,10 +660,11 @@ fn skiff_up_runs_a_deployment_restarts_crashes_and_survives_its_own_restart() {
     up.apply(&HOOKS.replace("HOSTOUT", out.to_str().unwrap_or_default()));
     wait_for("the hooked pod", Duration::from_secs(60), || {
         ip = up.jsonpath(&["pod", "hooks"], "{.status.podIP}");
-        up.jsonpath(
+        !up.jsonpath(
             &["pod", "hooks"],
             "{.status.containerStatuses[0].state.running}",
-        ) != ""
+        )
+        .is_empty()
     });
     wait_for("the hooked pod's httpd", Duration::from_secs(20), || {
         up.http_get(&format!("http://{ip}:8080/poststart"))
