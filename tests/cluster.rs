@@ -315,7 +315,7 @@ spec:
      command: ["sh", "-c", "echo one >> /work/order"],
      volumeMounts: [{name: work, mountPath: /work}]}
   - {name: two, image: skiff.test/busybox:latest, imagePullPolicy: IfNotPresent,
-     command: ["sh", "-c", "sleep 4; echo two >> /work/order"],
+     command: ["sh", "-c", "sleep 8; echo two >> /work/order"],
      volumeMounts: [{name: work, mountPath: /work}]}
   containers:
   - {name: web, image: skiff.test/busybox:latest, imagePullPolicy: IfNotPresent,

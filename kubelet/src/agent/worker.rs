@@ -41,6 +41,8 @@ struct Slot {
     post_start: Option<Timestamp>,
     /// The postStart hook failed and the container is being killed: the message.
     hook_failed: Option<String>,
+    /// A stop in flight (liveness kill, failed hook): awaited before a restart.
+    stopping: Option<tokio::task::JoinHandle<()>>,
     /// Bumped on every start: exits of older instances are ignored.
     generation: u64,
     /// When it may (re)start; `None` while running or done for good.
@@ -138,6 +140,7 @@ pub fn spawn(shared: Arc<Shared>, uid: String, pod: Arc<Pod>) -> WorkerHandle {
             init,
             post_start: None,
             hook_failed: None,
+            stopping: None,
             generation: 0,
             next_start: Some(Instant::now()),
             failures: 0,
@@ -573,6 +576,9 @@ impl Worker {
             return;
         };
         let name = self.slots[i].status.name.clone();
+        if let Some(stop) = self.slots[i].stopping.take() {
+            let _ = stop.await;
+        }
         if self.slots[i].generation > 0 {
             let (pods, r, n) = (self.shared.pods.clone(), record.clone(), name.clone());
             if let Err(message) = blocking(move || pods.recreate_container(&r, &n)).await {
@@ -686,12 +692,13 @@ impl Worker {
                 &format!("FailedPostStartHook: killing container {name}"),
             )
             .await;
-        self.kill_in_background(&name);
+        self.kill_in_background(i);
     }
 
-    /// Stops container `name` off the worker (its preStop hook, then the stop signal within
-    /// the grace period); the exit watch sees the end.
-    fn kill_in_background(&self, name: &str) {
+    /// Stops slot `i`'s container off the worker (its preStop hook, then the stop signal
+    /// within the grace period); the exit watch sees the end. A restart waits for the stop
+    /// to finish: the stop still reads (and records) the old instance's state.
+    fn kill_in_background(&mut self, i: usize) {
         let Some(record) = self.record.clone() else {
             return;
         };
@@ -699,10 +706,10 @@ impl Worker {
             self.shared.clone(),
             self.pod.clone(),
             record,
-            name.to_owned(),
+            self.slots[i].status.name.clone(),
             pod_grace(&self.pod),
         );
-        tokio::spawn(stop);
+        self.slots[i].stopping = Some(tokio::spawn(stop));
     }
 
     /// Starts the probers of slot `i`'s running instance `id`; without probes the container
@@ -797,7 +804,7 @@ impl Worker {
                 ),
             )
             .await;
-        self.kill_in_background(&name);
+        self.kill_in_background(i);
     }
 
     async fn start_failed(&mut self, i: usize, message: String) {
