@@ -5,6 +5,7 @@
 //! rules as the API server's node authorizer. Writes go through the in-process API client,
 //! so admission, validation and watches are the API server's own.
 
+pub mod dns;
 mod podcidr;
 mod refs;
 mod server;
