@@ -101,13 +101,15 @@ pub async fn start(
     let mut dns_server = None;
     if let Some(dns) = &config.dns {
         if let Some(interface) = &dns.interface {
-            crate::nodelocal::ensure_address(interface, dns.address).map_err(|source| {
-                ProxyError::Address {
-                    address: dns.address,
-                    interface: interface.clone(),
-                    source,
-                }
-            })?;
+            let on =
+                crate::nodelocal::ensure_address(interface, dns.address).map_err(|source| {
+                    ProxyError::Address {
+                        address: dns.address,
+                        interface: interface.clone(),
+                        source,
+                    }
+                })?;
+            tracing::info!(address = %dns.address, interface = on, "cluster DNS address on the node");
         }
         let listen = SocketAddr::new(IpAddr::V4(dns.address), dns.port);
         let empty = Records::build(&ClusterState::default(), &dns.domain);

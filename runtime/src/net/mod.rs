@@ -27,7 +27,7 @@ pub use handle::NetHandle;
 pub use msg::{LOOPBACK_IFINDEX, build as build_message, get_link};
 pub use netlink::{Nack, Netlink, NetlinkSocket};
 pub use plan::{
-    Op, PodInterface, Route, RouteKind, Side, Step, bridge_plan, del_route_plan, dummy_plan,
-    pod_address_plan, pod_interface_plan, pod_link_plan, remove_pod_interface_plan, route_plan,
-    unreachable_plan, validate_ifname,
+    Op, PodInterface, Route, RouteKind, Side, Step, address_plan, bridge_plan, del_route_plan,
+    dummy_plan, pod_address_plan, pod_interface_plan, pod_link_plan, remove_pod_interface_plan,
+    route_plan, unreachable_plan, validate_ifname,
 };

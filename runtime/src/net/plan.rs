@@ -259,6 +259,21 @@ pub fn dummy_plan(name: &str, addr: IpNet) -> Result<Vec<Step>, NetError> {
     ])
 }
 
+/// `addr` on the existing interface `link` (e.g. `lo`). Already there is fine.
+pub fn address_plan(link: &str, addr: IpNet) -> Result<Vec<Step>, NetError> {
+    validate_ifname(link)?;
+    Ok(vec![
+        Step::new(
+            Side::Host,
+            Op::AddAddress {
+                link: link.into(),
+                addr,
+            },
+        )
+        .ok(&[libc::EEXIST]),
+    ])
+}
+
 /// A pod's interface: the veth pair (peer created in the pod namespace, host end up and on
 /// the bridge), then inside the pod `lo` and the peer up, the address, the default route. A
 /// failure after the veth exists deletes it (which deletes the peer too).

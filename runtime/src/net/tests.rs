@@ -153,6 +153,9 @@ fn a_dummy_for_the_node_local_dns_address_is_made_up_and_idempotent() {
             )]))
     );
     assert!(dummy_plan("a/b", net("10.96.0.10/32")).is_err());
+    let on_lo = address_plan("lo", net("10.96.0.10/32")).unwrap();
+    assert_eq!(on_lo.len(), 1);
+    assert_eq!(on_lo[0].ok_errnos, &[libc::EEXIST]);
 }
 
 #[test]
