@@ -113,8 +113,8 @@ impl Shared {
 }
 
 /// The address this machine uses toward `server` (no packet is sent).
-fn route_source(server: &conn::ServerAddr) -> Option<IpAddr> {
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(server.authority.as_str())
+fn route_source(server: &str) -> Option<IpAddr> {
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(skiff_api::dial::authority(server))
         .ok()?
         .next()?;
     let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
@@ -187,12 +187,11 @@ async fn session(
     setup: &mut Option<Arc<Shared>>,
     (exit_watcher, metrics): (&Arc<exits::ExitWatcher>, &Arc<metrics::Metrics>),
 ) -> Result<(), AgentError> {
-    let server = conn::ServerAddr::parse(&config.server);
-    let mut client = conn::connect(&server, &config.credentials).await?;
+    let mut client = conn::connect(&config.server, &config.credentials).await?;
     let machine = nodeinfo::Machine::detect();
     let host_ip = config
         .node_ip
-        .or_else(|| route_source(&server))
+        .or_else(|| route_source(&config.server))
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let pressure = nodeinfo::Pressure::measure(&config.state_dir, &config.image_root);
     let node = nodeinfo::node(
