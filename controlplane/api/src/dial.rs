@@ -72,6 +72,9 @@ mod tests {
         assert_eq!(tls_name("https://cp.example:6444/"), "cp.example");
         assert_eq!(tls_name("https://[::1]:6444"), "::1");
         assert_eq!(tls_name("https://localhost"), "localhost");
-        assert_eq!(super::authority("https://cp.example:6444/x"), "cp.example:6444");
+        assert_eq!(
+            super::authority("https://cp.example:6444/x"),
+            "cp.example:6444"
+        );
     }
 }
