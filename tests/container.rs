@@ -306,6 +306,7 @@ fn the_init_of_a_running_container_stays_under_one_mebibyte() {
 
 #[test]
 fn exec_runs_in_the_container_and_returns_output_and_exit_code() {
+    use skiff_runtime::container::{ContainerError, ExecSpec};
     use std::io::{Read, Write};
     use std::process::Stdio;
     if !ready() {
@@ -317,39 +318,44 @@ fn exec_runs_in_the_container_and_returns_output_and_exit_code() {
     node.containers.create(&spec).unwrap();
     node.containers.start("target").unwrap();
 
-    let exec = skiff_runtime::container::ExecSpec {
+    let exec = ExecSpec {
         args: vec![
             "sh".into(),
             "-c".into(),
             "echo $FROM_IMAGE $EXTRA; cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 3".into(),
         ],
         env: vec!["EXTRA=given".into()],
+        tty: false,
     };
-    let out = node
+    let mut process = node
         .containers
         .exec(
             "target",
             &exec,
             [Stdio::null(), Stdio::piped(), Stdio::piped()],
         )
-        .unwrap()
-        .wait_with_output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut stdout = String::new();
+    process
+        .take_stdout()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let mut stderr = String::new();
+    process
+        .take_stderr()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(process.wait().unwrap(), 3, "{stderr}");
     assert!(stdout.starts_with("yes given\nskiff-init "), "{stdout}");
 
     // stdin streams through unchanged.
-    let cat = skiff_runtime::container::ExecSpec {
+    let cat = ExecSpec {
         args: vec!["cat".into()],
-        env: vec![],
+        ..ExecSpec::default()
     };
-    let mut child = node
+    let mut process = node
         .containers
         .exec(
             "target",
@@ -358,36 +364,38 @@ fn exec_runs_in_the_container_and_returns_output_and_exit_code() {
         )
         .unwrap();
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    let mut stdin = child.stdin.take().unwrap();
+    let mut stdin = process.take_stdin().unwrap();
     let writer = std::thread::spawn({
         let data = data.clone();
         move || stdin.write_all(&data)
     });
     let mut back = Vec::new();
-    child.stdout.take().unwrap().read_to_end(&mut back).unwrap();
+    process
+        .take_stdout()
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
     writer.join().unwrap().unwrap();
-    assert!(child.wait().unwrap().success());
+    assert_eq!(process.wait().unwrap(), 0);
     assert_eq!(back, data);
 
-    let missing = skiff_runtime::container::ExecSpec {
+    // A command that cannot start is an error with the reason, not an exit code.
+    let missing = ExecSpec {
         args: vec!["no-such-tool".into()],
-        env: vec![],
+        ..ExecSpec::default()
     };
-    let out = node
+    let err = node
         .containers
         .exec(
             "target",
             &missing,
-            [Stdio::null(), Stdio::null(), Stdio::piped()],
+            [Stdio::null(), Stdio::null(), Stdio::null()],
         )
-        .unwrap()
-        .wait_with_output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(127),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ContainerError::ExecFailed { message, .. }
+            if message == "exec \"no-such-tool\": executable file not found in $PATH"),
+        "{err}"
     );
     node.containers
         .stop("target", Duration::from_secs(5))
@@ -402,6 +410,102 @@ fn exec_runs_in_the_container_and_returns_output_and_exit_code() {
             .is_err(),
         "no exec into a stopped container"
     );
+}
+
+/// The PIDs (on the host) of the processes in `pid`'s PID namespace other than itself.
+fn others_in_pid_namespace(pid: i32) -> Vec<i32> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| p != pid)
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|n| n == ns))
+        .collect()
+}
+
+#[test]
+fn exec_with_a_tty_gets_a_controlling_terminal_in_the_container_and_its_resizes() {
+    use skiff_runtime::container::{ExecSpec, resize_tty};
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::process::Stdio;
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    node.containers
+        .create(&node.spec("tty", &["sleep", "1000"]))
+        .unwrap();
+    let init = node.containers.start("tty").unwrap().pid.unwrap();
+    let spec = ExecSpec {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "tty; echo $TERM; read line; stty size; echo err >&2; exit 4".into(),
+        ],
+        env: vec![],
+        tty: true,
+    };
+    let mut process = node
+        .containers
+        .exec("tty", &spec, [Stdio::null(), Stdio::null(), Stdio::null()])
+        .unwrap();
+    let master = std::fs::File::from(process.take_tty().expect("a pty master"));
+    resize_tty(master.as_fd(), 91, 27).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&out).contains("xterm") {
+        let n = (&master).read(&mut buf).unwrap();
+        assert!(n > 0, "the terminal closed early: {out:?}");
+        out.extend_from_slice(&buf[..n]);
+    }
+    (&master).write_all(b"go\n").unwrap();
+    // Reading the master after the last slave closed fails with EIO: that is the end.
+    while let Ok(n) = (&master).read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(process.wait().unwrap(), 4);
+    let text = String::from_utf8_lossy(&out).replace("\r\n", "\n");
+    // The terminal echoes the input; stderr is the same terminal.
+    assert_eq!(text, "/dev/pts/0\nxterm\ngo\n27 91\nerr\n");
+
+    // Dropping the handle of a running command kills it (and what it started): no process
+    // stays in the container but its init.
+    let spec = ExecSpec {
+        args: vec!["sh".into(), "-c".into(), "sleep 1000 & sleep 1000".into()],
+        ..ExecSpec::default()
+    };
+    let process = node
+        .containers
+        .exec("tty", &spec, [Stdio::null(), Stdio::null(), Stdio::null()])
+        .unwrap();
+    let helper = process.pid();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // The workload, and the exec: a shell (or the `sleep` it became) and a background sleep.
+    while others_in_pid_namespace(init).len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "the exec never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(process);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = others_in_pid_namespace(init);
+        // The workload (`sleep`) is the only process besides init.
+        if left.len() == 1 && !std::path::Path::new(&format!("/proc/{helper}")).exists() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:?}, helper alive: {}",
+            std::path::Path::new(&format!("/proc/{helper}")).exists()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    node.containers.stop("tty", Duration::from_secs(5)).unwrap();
 }
 
 #[test]

@@ -25,7 +25,7 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use skiff_runtime::cgroup::{CgroupFs, Resources};
 use skiff_runtime::container::logs::{self, LogLine};
-use skiff_runtime::container::{ContainerError, Containers, ExecSpec, State};
+use skiff_runtime::container::{ContainerError, Containers, ExecProcess, ExecSpec, State};
 use skiff_runtime::image::ImageStore;
 use skiff_runtime::net::{NetHandle, PodInterface};
 use skiff_runtime::ns::PinnedNs;
@@ -303,7 +303,8 @@ impl LocalPods {
     }
 
     /// Replaces an exited container by a fresh one made from the same spec (same cgroup,
-    /// same log file), ready to start: a restart.
+    /// same log path), ready to start: a restart. The exited instance's log becomes the
+    /// previous one (`kubectl logs --previous`); only that one is kept.
     pub fn recreate_container(
         &self,
         record: &PodRecord,
@@ -316,6 +317,11 @@ impl LocalPods {
         };
         let spec = self.containers.spec(&c.id).map_err(err)?;
         self.containers.remove(&c.id).map_err(err)?;
+        logs::retire(&c.log_dir, &c.log_name).map_err(|source| LocalError::Io {
+            op: "keep the previous log of",
+            path: c.log_dir.join(&c.log_name),
+            source,
+        })?;
         self.containers.create(&spec).map_err(err)?;
         Ok(())
     }
@@ -352,6 +358,23 @@ impl LocalPods {
         }
     }
 
+    /// Runs a command in running container `id` (a runtime id) and returns once it has
+    /// exec'd: the one exec path (`kubectl exec`, `skiff pod exec`, exec probes). See
+    /// `Containers::exec` for `stdio` and the tty.
+    pub fn exec(
+        &self,
+        id: &str,
+        spec: &ExecSpec,
+        stdio: [Stdio; 3],
+    ) -> Result<ExecProcess, LocalError> {
+        self.containers
+            .exec(id, spec, stdio)
+            .map_err(|source| LocalError::Container {
+                pod: id.split('.').next().unwrap_or(id).into(),
+                source: Box::new(source),
+            })
+    }
+
     /// Runs `args` in container `id` (a runtime id), its stdout and stderr captured together
     /// (the first `max_output` bytes kept), killed after `timeout`. Returns the exit code
     /// (128 + signal when killed) and the output.
@@ -363,7 +386,6 @@ impl LocalPods {
         max_output: usize,
     ) -> Result<(i32, Vec<u8>), LocalError> {
         use std::io::Read;
-        use std::os::unix::process::ExitStatusExt;
         let io = |op| {
             let path = PathBuf::from(id);
             move |source| LocalError::Io { op, path, source }
@@ -376,15 +398,9 @@ impl LocalPods {
         ];
         let spec = ExecSpec {
             args: args.to_vec(),
-            env: Vec::new(),
+            ..ExecSpec::default()
         };
-        let mut child =
-            self.containers
-                .exec(id, &spec, stdio)
-                .map_err(|source| LocalError::Container {
-                    pod: id.into(),
-                    source: Box::new(source),
-                })?;
+        let mut process = self.exec(id, &spec, stdio)?;
         // Read on a thread so a chatty command never blocks on a full pipe; a child it left
         // behind holding the pipe must not hold the caller either.
         let (sent, received) = std::sync::mpsc::channel();
@@ -401,12 +417,12 @@ impl LocalPods {
             let _ = sent.send(kept);
         });
         let deadline = std::time::Instant::now() + timeout;
-        let status = loop {
-            match child.try_wait().map_err(io("wait for exec"))? {
-                Some(status) => break status,
+        let code = loop {
+            match process.try_wait().map_err(io("wait for exec"))? {
+                Some(code) => break code,
                 None if std::time::Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    break child.wait().map_err(io("wait for exec"))?;
+                    process.kill();
+                    break process.wait().map_err(io("wait for exec"))?;
                 }
                 None => std::thread::sleep(Duration::from_millis(5)),
             }
@@ -414,11 +430,13 @@ impl LocalPods {
         let output = received
             .recv_timeout(Duration::from_millis(500))
             .unwrap_or_default();
-        let code = status
-            .code()
-            .or_else(|| status.signal().map(|s| 128 + s))
-            .unwrap_or(126);
         Ok((code, output))
+    }
+
+    /// The runtime id of a pod's container (its only one when `container` is `None`).
+    pub fn container_id(&self, pod: &str, container: Option<&str>) -> Result<String, LocalError> {
+        let record = self.record(pod)?;
+        Ok(choose(&record, container)?.id.clone())
     }
 
     /// The names of the pods with a record on this node, sorted.
@@ -705,34 +723,6 @@ impl LocalPods {
             path: c.log_dir.join(&c.log_name),
             source,
         })
-    }
-
-    /// Runs `args` in a running container of the pod with this process's stdin, stdout and
-    /// stderr; returns its exit code.
-    pub fn exec(
-        &self,
-        pod: &str,
-        container: Option<&str>,
-        args: Vec<String>,
-    ) -> Result<i32, LocalError> {
-        let record = self.record(pod)?;
-        let c = choose(&record, container)?;
-        let err = |source| LocalError::Container {
-            pod: pod.into(),
-            source: Box::new(source),
-        };
-        let spec = ExecSpec {
-            args,
-            env: Vec::new(),
-        };
-        let stdio = [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()];
-        let mut child = self.containers.exec(&c.id, &spec, stdio).map_err(err)?;
-        let status = child.wait().map_err(|source| LocalError::Io {
-            op: "wait for exec",
-            path: PathBuf::from(&c.id),
-            source,
-        })?;
-        Ok(status.code().unwrap_or(126))
     }
 
     /// Stops the pod's containers: the stop signal, then SIGKILL after `grace` (default: the

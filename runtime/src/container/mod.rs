@@ -3,6 +3,7 @@
 //! writes. See `setup.rs` for the process tree and `plan.rs` for the rootfs.
 
 mod exec;
+mod exec_process;
 mod join;
 pub mod logs;
 mod manager;
@@ -18,6 +19,7 @@ mod sys;
 use std::path::PathBuf;
 
 pub use exec::{EXEC_ARG0, ExecSpec};
+pub use exec_process::{ExecProcess, resize_tty};
 pub use manager::{ContainerStatus, Containers, State};
 pub use setup::{SETUP_ARG0, run_if_setup_process};
 pub use spec::{
@@ -43,6 +45,8 @@ pub enum ContainerError {
     Setup { id: String, message: String },
     #[error("starting container {id}: {message}")]
     Exec { id: String, message: String },
+    #[error("exec in container {id}: {message}")]
+    ExecFailed { id: String, message: String },
     #[error("{op} {}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -307,12 +307,13 @@ pub(super) fn exec_args(p: &ProcessSpec) -> SysResult<(CString, Vec<CString>, Ve
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    let exe = find_executable(argv0, path_var).ok_or_else(|| {
-        io_err(
-            "exec",
-            Path::new(argv0),
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        )
+    let exe = find_executable(argv0, path_var).ok_or_else(|| SysError {
+        call: "exec",
+        subject: format!("{argv0:?}"),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "executable file not found in $PATH",
+        ),
     })?;
     let args = p
         .args
