@@ -302,6 +302,47 @@ fn the_init_of_a_running_container_stays_under_one_mebibyte() {
     node.containers
         .stop("small", Duration::from_secs(5))
         .unwrap();
+
+    // Also while it serves an attached client on a tty: input, a resize, output.
+    let mut spec = node.spec("tty", &["sh"]);
+    spec.stdio = skiff_runtime::container::StdioSpec {
+        stdin: true,
+        tty: true,
+    };
+    node.containers.create(&spec).unwrap();
+    let pid = node.containers.start("tty").unwrap().pid.unwrap();
+    let fd = node.containers.attach("tty").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use skiff_runtime::container::attach::{AttachConnection, STDIN};
+        let conn = AttachConnection::new(fd).unwrap();
+        conn.resize(120, 40).await.unwrap();
+        conn.send(STDIN, b"stty size; seq 1 2000 | tail -n 1\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("2000\r\n") {
+            let msg = tokio::time::timeout(Duration::from_secs(30), conn.recv())
+                .await
+                .expect("output within 30 s")
+                .unwrap()
+                .expect("the shell runs");
+            seen.extend(msg.data);
+        }
+        assert!(String::from_utf8_lossy(&seen).contains("40 120"));
+    });
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 = proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    println!("skiff-init VmRSS serving an attached tty: {rss_kb} kB");
+    assert!(rss_kb <= 1024, "skiff-init uses {rss_kb} kB");
+    node.containers.stop("tty", Duration::from_secs(5)).unwrap();
 }
 
 #[test]
@@ -506,6 +547,77 @@ fn exec_with_a_tty_gets_a_controlling_terminal_in_the_container_and_its_resizes(
         std::thread::sleep(Duration::from_millis(10));
     }
     node.containers.stop("tty", Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn workloads_and_execs_start_with_no_signal_ignored_or_blocked() {
+    use skiff_runtime::container::ExecSpec;
+    use std::io::Read;
+    use std::process::Stdio;
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    let script =
+        "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -n 1; echo ended; sleep 1000";
+    let spec = node.spec("signals", &["sh", "-c", script]);
+    node.containers.create(&spec).unwrap();
+    node.containers.start("signals").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let lines = logs::read(&spec.log.dir, &spec.log.name, None).unwrap();
+        // `yes | head` ends only when `yes` dies of SIGPIPE.
+        if lines.iter().any(|l| l.text == "ended") {
+            break lines;
+        }
+        assert!(std::time::Instant::now() < deadline, "stuck: {lines:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.stream == "stdout")
+        .map(|l| l.text.as_str())
+        .collect();
+    assert_eq!(
+        stdout,
+        [
+            "SigBlk:\t0000000000000000",
+            "SigIgn:\t0000000000000000",
+            "y",
+            "ended"
+        ]
+    );
+    let exec = ExecSpec {
+        args: vec![
+            "grep".into(),
+            "-E".into(),
+            "^Sig(Ign|Blk)".into(),
+            "/proc/self/status".into(),
+        ],
+        ..ExecSpec::default()
+    };
+    let mut process = node
+        .containers
+        .exec(
+            "signals",
+            &exec,
+            [Stdio::null(), Stdio::piped(), Stdio::null()],
+        )
+        .unwrap();
+    let mut out = String::new();
+    process
+        .take_stdout()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(process.wait().unwrap(), 0);
+    assert_eq!(
+        out,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+    node.containers
+        .stop("signals", Duration::from_secs(5))
+        .unwrap();
 }
 
 #[test]

@@ -16,6 +16,7 @@
 
 use std::fs::OpenOptions;
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -76,6 +77,12 @@ pub enum LocalError {
     NodeNetns {
         pod: String,
         source: Box<skiff_runtime::ns::NsError>,
+    },
+    #[error("connecting to port {port} in pod {pod}: {source}")]
+    Connect {
+        pod: String,
+        port: u16,
+        source: std::io::Error,
     },
     #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
@@ -431,6 +438,56 @@ impl LocalPods {
             .recv_timeout(Duration::from_millis(500))
             .unwrap_or_default();
         Ok((code, output))
+    }
+
+    /// A TCP connection to `port` on the pod's loopback (127.0.0.1, else ::1), made inside
+    /// the pod's network namespace (the node's for a host-network pod) on a short-lived
+    /// thread; the socket stays in that namespace whichever thread uses it afterwards.
+    pub fn connect_in_pod(
+        &self,
+        record: &PodRecord,
+        port: u16,
+    ) -> Result<std::net::TcpStream, LocalError> {
+        let pod = record.name.clone();
+        let pin = if record.host_network {
+            self.cfg.node_netns.clone()
+        } else {
+            Some(Sandboxes::netns_pin(&self.cfg.state_dir, &record.name))
+        };
+        let connect = || {
+            let v4 = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port));
+            v4.or_else(|e| {
+                std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port)).map_err(|_| e)
+            })
+        };
+        let connected = match pin {
+            None => connect(),
+            Some(pin) => {
+                let fd = PinnedNs::open(&pin).map_err(|source| LocalError::NodeNetns {
+                    pod: pod.clone(),
+                    source: Box::new(source),
+                })?;
+                skiff_runtime::ns::in_netns(std::os::fd::AsFd::as_fd(&fd), connect).map_err(
+                    |source| LocalError::NodeNetns {
+                        pod: pod.clone(),
+                        source: Box::new(source),
+                    },
+                )?
+            }
+        };
+        connected.map_err(|source| LocalError::Connect { pod, port, source })
+    }
+
+    /// A connection to the attach socket of a running container of the pod (see
+    /// `skiff_runtime::container::attach`).
+    pub fn attach(&self, record: &PodRecord, container: &str) -> Result<OwnedFd, LocalError> {
+        let c = choose(record, Some(container))?;
+        self.containers
+            .attach(&c.id)
+            .map_err(|source| LocalError::Container {
+                pod: record.name.clone(),
+                source: Box::new(source),
+            })
     }
 
     /// The runtime id of a pod's container (its only one when `container` is `None`).

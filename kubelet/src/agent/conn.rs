@@ -12,8 +12,9 @@ use crate::join::NodeCredentials;
 pub type Client = NodeClient<Channel>;
 
 /// Dials `server` (`https://host:port`) with mutual TLS: the cluster CA as the only root,
-/// the node's certificate as its identity.
-pub async fn connect(server: &str, credentials: &NodeCredentials) -> Result<Client, AgentError> {
+/// the node's certificate as its identity. The channel carries the node service and the
+/// streams (`crate::stream::client`).
+pub async fn connect(server: &str, credentials: &NodeCredentials) -> Result<Channel, AgentError> {
     let tls = credentials.tonic_client_tls(Some(&tls_name(server)));
     let endpoint = Endpoint::from_shared(server.to_owned())
         .map_err(|e| AgentError::Config(format!("control plane address {server:?}: {e}")))?
@@ -26,7 +27,12 @@ pub async fn connect(server: &str, credentials: &NodeCredentials) -> Result<Clie
         server: server.to_owned(),
         message: e.to_string(),
     })?;
-    Ok(NodeClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    Ok(channel)
+}
+
+/// The node service's client over `channel`.
+pub fn node_client(channel: Channel) -> Client {
+    NodeClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
 }
 
 /// The host part of `https://host:port` (the serving certificate names 127.0.0.1 and

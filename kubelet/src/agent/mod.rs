@@ -27,6 +27,7 @@ use skiff_api::node::{EventRequest, HeartbeatRequest, PodRef, RegisterRequest, W
 use skiff_runtime::image::{ImageStore, PullOptions};
 
 use crate::local::{ClusterDns, LocalConfig, LocalPods};
+use crate::stream::{PodIndex, StreamContext};
 use worker::WorkerHandle;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,8 @@ pub struct Shared {
     host_ip: IpAddr,
     node_name: String,
     exits: Arc<exits::ExitWatcher>,
+    /// The stream sessions' view of this node's pods.
+    streams: Arc<StreamContext>,
 }
 
 use images::Images;
@@ -160,7 +163,8 @@ async fn session(
     setup: &mut Option<Arc<Shared>>,
     exit_watcher: &Arc<exits::ExitWatcher>,
 ) -> Result<(), AgentError> {
-    let mut client = conn::connect(&config.server, &config.credentials).await?;
+    let channel = conn::connect(&config.server, &config.credentials).await?;
+    let mut client = conn::node_client(channel.clone());
     let machine = nodeinfo::Machine::detect();
     let host_ip = config
         .node_ip
@@ -208,8 +212,13 @@ async fn session(
             };
             let store = ImageStore::open(&config.image_root)
                 .map_err(|e| AgentError::Config(format!("image store: {e}")))?;
+            let pods = Arc::new(LocalPods::open(local)?);
             let shared = Arc::new(Shared {
-                pods: Arc::new(LocalPods::open(local)?),
+                streams: Arc::new(StreamContext {
+                    pods: pods.clone(),
+                    index: Arc::new(PodIndex::default()),
+                }),
+                pods,
                 client: std::sync::RwLock::new(client.clone()),
                 images: Images::new(store, config.pull.clone(), config.parallel_pulls),
                 host_ip,
@@ -229,8 +238,16 @@ async fn session(
         machine,
         host_ip,
     ));
+    // Logs, exec, attach and port-forward ride the same channel; sessions in progress keep
+    // their own calls when this connection's offers end.
+    let offers = tokio::spawn(crate::stream::client::run(
+        channel,
+        shared.streams.clone(),
+        config.credentials.node_name.clone(),
+    ));
     let result = watch(&mut client, &shared, workers, resume).await;
     heartbeat.abort();
+    offers.abort();
     result
 }
 
@@ -336,6 +353,10 @@ async fn watch(
         }
         let pod = Arc::new(pod);
         match kind {
+            Type::Deleted => shared.streams.index.remove(&uid),
+            _ => shared.streams.index.insert(pod.clone()),
+        }
+        match kind {
             Type::Deleted => {
                 if let Some(w) = workers.remove(&uid) {
                     let _ = w.pod.send(None);
@@ -373,6 +394,7 @@ fn forget_missing(
         .cloned()
         .collect();
     for uid in gone {
+        shared.streams.index.remove(&uid);
         if let Some(w) = workers.remove(&uid) {
             let _ = w.pod.send(None);
             detach(w);

@@ -174,7 +174,7 @@ fn exec_process(base: &ProcessSpec, spec: &ExecSpec) -> ProcessSpec {
 
 /// A pty pair from `/dev/ptmx` (the container's, once in its mount namespace): the master,
 /// and the slave opened through it (`TIOCGPTPEER`, no path lookup).
-fn open_pty() -> SysResult<(OwnedFd, OwnedFd)> {
+pub(super) fn open_pty() -> SysResult<(OwnedFd, OwnedFd)> {
     let err = |call, e: rustix::io::Errno| io_err(call, Path::new("/dev/ptmx"), e.into());
     let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
     let master = rustix::pty::openpt(flags).map_err(|e| err("open", e))?;
@@ -187,7 +187,7 @@ fn open_pty() -> SysResult<(OwnedFd, OwnedFd)> {
 /// The forked process: never returns. Why it could not exec goes to `err` (close-on-exec,
 /// so a successful exec closes it with nothing written).
 fn child(process: &ProcessSpec, tty: Option<&OwnedFd>, err: &OwnedFd) -> ! {
-    sys::unblock_all_signals();
+    sys::reset_signals();
     let result = (|| -> SysResult<()> {
         match tty {
             Some(slave) => {

@@ -375,6 +375,30 @@ impl Containers {
         super::exec_process::spawn(&self.setup_binary, &self.paths(id).dir, id, spec, stdio)
     }
 
+    /// Connects to the running container's attach socket (see `attach.rs`); wrap the fd in
+    /// an `AttachConnection` inside a tokio runtime.
+    pub fn attach(&self, id: &str) -> Result<std::os::fd::OwnedFd, ContainerError> {
+        let status = self.status(id)?;
+        if status.state != State::Running {
+            return Err(ContainerError::State {
+                id: id.into(),
+                wanted: "running",
+                state: describe(&status.state),
+            });
+        }
+        let paths = self.paths(id);
+        if !paths.attach().exists() {
+            return Err(ContainerError::Attach {
+                id: id.into(),
+                message: "it was created without an attach socket (by an older skiff)".into(),
+            });
+        }
+        super::attach::connect(&paths.dir).map_err(|e| ContainerError::Attach {
+            id: id.into(),
+            message: e.to_string(),
+        })
+    }
+
     /// Waits until the container has exited, up to `timeout`.
     pub fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus, ContainerError> {
         if let Some(init) = read_init(&self.paths(id)) {

@@ -2,6 +2,7 @@
 //! whose PID 1 is skiff-init, set up by a short-lived setup process from a plan the runtime
 //! writes. See `setup.rs` for the process tree and `plan.rs` for the rootfs.
 
+pub mod attach;
 mod exec;
 mod exec_process;
 mod join;
@@ -24,6 +25,7 @@ pub use manager::{ContainerStatus, Containers, State};
 pub use setup::{SETUP_ARG0, run_if_setup_process};
 pub use spec::{
     BindMount, ContainerSpec, DEFAULT_CAPABILITIES, LogSpec, NsKind, ProcessSpec, Propagation,
+    StdioSpec,
 };
 pub use state::ExitStatus;
 
@@ -47,6 +49,8 @@ pub enum ContainerError {
     Exec { id: String, message: String },
     #[error("exec in container {id}: {message}")]
     ExecFailed { id: String, message: String },
+    #[error("attach to container {id}: {message}")]
+    Attach { id: String, message: String },
     #[error("{op} {}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -350,6 +350,45 @@ pub fn signalfd(signals: &[libc::c_int]) -> SysResult<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Gives every signal its default disposition and unblocks them all, as a container's
+/// process must start (runc does the same): the Rust runtime of the setup and exec helpers
+/// ignores SIGPIPE, and an ignored signal stays ignored across exec — a workload would then
+/// never die of a broken pipe (`yes | head` spins instead of ending).
+pub fn reset_signals() {
+    // The kernel's `struct sigaction` (x86_64), not glibc's: glibc's `signal()` refuses its
+    // own real-time signals 32 and 33, which arrive here ignored too.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads one kernel sigaction of the size passed (8 bytes of
+        // mask); SIG_DFL needs no restorer. The old action is not asked for.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &default as *const KernelSigaction,
+                std::ptr::null::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    unblock_all_signals();
+}
+
 /// Unblocks every signal (a child of a process that blocked some, before it execs).
 pub fn unblock_all_signals() {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset.
