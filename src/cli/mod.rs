@@ -4,6 +4,7 @@ mod controlplane;
 mod image;
 mod pod;
 mod progress;
+mod tty;
 mod up;
 
 use std::path::PathBuf;

@@ -44,6 +44,9 @@ pub enum PodCommand {
         /// Pass this terminal's standard input to the command.
         #[arg(short = 'i', long)]
         stdin: bool,
+        /// Run the command on a terminal (a pty in the container); with -i, interactively.
+        #[arg(short = 't', long)]
+        tty: bool,
         /// The command and its arguments (after `--`).
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
@@ -152,21 +155,29 @@ pub fn run(root: &Path, cmd: PodCommand) -> Result<()> {
             pod,
             container,
             stdin,
+            tty,
             command,
         } => {
             let pods = open(root, NodeArgs::default())?;
             let id = pods.container_id(&pod, container.as_deref())?;
             let spec = ExecSpec {
                 args: command,
-                ..ExecSpec::default()
+                env: Vec::new(),
+                tty,
             };
-            let input = if stdin {
-                Stdio::inherit()
+            let code = if tty {
+                let null = || Stdio::null();
+                super::tty::run(pods.exec(&id, &spec, [null(), null(), null()])?, stdin)?
             } else {
-                Stdio::null()
+                let input = if stdin {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                };
+                let mut process =
+                    pods.exec(&id, &spec, [input, Stdio::inherit(), Stdio::inherit()])?;
+                process.wait().context("waiting for the command")?
             };
-            let mut process = pods.exec(&id, &spec, [input, Stdio::inherit(), Stdio::inherit()])?;
-            let code = process.wait().context("waiting for the command")?;
             if code != 0 {
                 // The command's own exit code, as `kubectl exec` does.
                 std::process::exit(code);
