@@ -652,3 +652,117 @@ async fn a_hundred_exec_and_port_forward_sessions_leave_no_fds_threads_tasks_or_
         "only the workload runs"
     );
 }
+
+/// Node-side throughput, in one run: a 50 MB download through one port-forward session and
+/// through a direct TCP connection to the pod's IP from the node's network namespace, and
+/// 50 MB through `exec -i cat`. In process (no gRPC, no API server): what the node's end
+/// costs. Prints figures; asserts only that the bytes arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints throughput figures: cargo test --test stream -- --ignored --nocapture"]
+async fn throughput_of_port_forward_exec_and_direct_tcp() {
+    use std::io::{Read, Write};
+    if !ready() {
+        return;
+    }
+    const SIZE: usize = 50_000_000;
+    let node = StreamNode::new("tput");
+    let uid = "00000000-0000-4000-8000-00000000f1a5";
+    let pod = node.run_pod(
+        uid,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: tput}}\nspec:\n  containers:\n  \
+             - name: web\n    image: {IMAGE}\n    command: [sh, -c, 'mkdir -p /www && echo hello-from-pod > /www/index.html && \
+             head -c {SIZE} /dev/zero > /www/big && exec httpd -f -p 8080 -h /www']\n  \
+             - name: main\n    image: {IMAGE}\n    command: [sleep, '1000']\n"
+        ),
+    );
+    wait_for_httpd(&node, &pod).await;
+    let mb = |bytes: usize, t: Duration| bytes as f64 / 1e6 / t.as_secs_f64();
+    let request = b"GET /big HTTP/1.0\r\n\r\n";
+
+    for round in 0..3 {
+        // Through one forwarded connection.
+        let started = Instant::now();
+        let mut session = node.open(&pod, port(8080));
+        session.data(0, request).await;
+        let mut got = 0usize;
+        while let Some(frame) = session.next().await {
+            match frame {
+                skiff_api::node::stream_frame::Frame::Data(d) => got += d.data.len(),
+                skiff_api::node::stream_frame::Frame::Exit(_) => break,
+                _ => {}
+            }
+        }
+        let forwarded = started.elapsed();
+        assert!(got > SIZE);
+
+        // Direct: the pod's IP from the node's network namespace.
+        let ip = node.pods.record(uid).unwrap().ip.unwrap();
+        let netns = node.cfg.node_netns.clone().unwrap();
+        let started = Instant::now();
+        let direct_bytes = tokio::task::spawn_blocking(move || {
+            let fd = skiff_runtime::ns::PinnedNs::open(&netns).unwrap();
+            let mut conn = skiff_runtime::ns::in_netns(std::os::fd::AsFd::as_fd(&fd), || {
+                std::net::TcpStream::connect((ip, 8080))
+            })
+            .unwrap()
+            .unwrap();
+            conn.write_all(request).unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut n = 0;
+            loop {
+                match conn.read(&mut buf).unwrap() {
+                    0 => return n,
+                    k => n += k,
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let direct = started.elapsed();
+        assert!(direct_bytes > SIZE);
+
+        // exec -i: SIZE bytes in and back out through `cat`.
+        let started = Instant::now();
+        let mut session = node.open(&pod, exec("main", &["cat"], true, false));
+        let input = session.input();
+        let writer = tokio::spawn(async move {
+            let chunk = vec![b'x'; 32 * 1024];
+            let mut sent = 0;
+            while sent < SIZE {
+                let n = chunk.len().min(SIZE - sent);
+                let frame = skiff_api::node::StreamFrame {
+                    frame: Some(skiff_api::node::stream_frame::Frame::Data(
+                        skiff_api::node::Data {
+                            channel: 0,
+                            data: chunk[..n].to_vec(),
+                        },
+                    )),
+                };
+                input.send(frame).await.unwrap();
+                sent += n;
+            }
+            let close = skiff_api::node::StreamFrame {
+                frame: Some(skiff_api::node::stream_frame::Frame::Close(0)),
+            };
+            input.send(close).await.unwrap();
+        });
+        let mut back = 0usize;
+        while let Some(frame) = session.next().await {
+            match frame {
+                skiff_api::node::stream_frame::Frame::Data(d) => back += d.data.len(),
+                skiff_api::node::stream_frame::Frame::Exit(_) => break,
+                _ => {}
+            }
+        }
+        writer.await.unwrap();
+        let exec_time = started.elapsed();
+        assert_eq!(back, SIZE);
+        println!(
+            "round {round}: port-forward {:.0} MB/s, direct TCP to the pod IP {:.0} MB/s, exec -i cat {:.0} MB/s",
+            mb(got, forwarded),
+            mb(direct_bytes, direct),
+            mb(SIZE, exec_time)
+        );
+    }
+}

@@ -1,22 +1,19 @@
 //! `kubectl port-forward` on the node: one offer is one TCP connection to `127.0.0.1:<port>`
-//! made inside the pod's network namespace (`LocalPods::connect_in_pod`), copied both ways
-//! with half-close: channel 0 to the pod, the pod's bytes on channel 1. When the pod closes
-//! its side, the user's own close is waited for up to a second (as containerd does), then
-//! the session ends; a refused connection is the error users read.
-
-use std::time::Duration;
+//! made inside the pod's network namespace (`LocalPods::connect_in_pod`), copied both ways:
+//! channel 0 to the pod, the pod's bytes on channel 1. The user's close of channel 0 is a
+//! half-close (the pod reads end of file and may still answer); the pod closing its side
+//! ends the session at once — the node's `exit` is the only end of output the contract can
+//! say, and a client reading a `Connection: close` response waits for exactly that (waiting
+//! for the user's close first, as containerd does for a second, would add that second to
+//! every such request). A refused connection is the error users read.
 
 use futures::Stream;
 use skiff_api::node::{PortForwardOffer, StreamFrame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 
 use super::PodTarget;
 use super::frames::{CHUNK, End, Gone, Inbound, Input, Outbound, STDIN, STDOUT};
 use crate::local::LocalError;
-
-/// How long the user's side may stay open once the pod has closed its side.
-const LINGER: Duration = Duration::from_secs(1);
 
 /// Serves one forwarded connection; `Err(Gone)` when the user left first.
 pub async fn serve<S>(
@@ -61,7 +58,6 @@ where
         Err(e) => return Ok(failed(e.to_string())),
     };
     let (mut from_pod, mut to_pod) = stream.into_split();
-    let (closed_tx, mut closed) = watch::channel(false);
     // The user's bytes to the pod; returns only when the call ends.
     let upstream = async {
         let mut to_pod = Some(&mut to_pod);
@@ -79,7 +75,6 @@ where
                     if let Some(w) = to_pod.take() {
                         let _ = w.shutdown().await;
                     }
-                    closed_tx.send_replace(true);
                 }
                 Ok(_) => {}
             }
@@ -95,17 +90,8 @@ where
             }
         }
     };
-    tokio::pin!(upstream, downstream);
     tokio::select! {
-        gone = &mut upstream => return Err(gone),
-        done = &mut downstream => done?,
+        gone = upstream => Err(gone),
+        done = downstream => done.map(|()| End::Code(0)),
     }
-    if !*closed.borrow() {
-        tokio::select! {
-            gone = &mut upstream => return Err(gone),
-            _ = closed.wait_for(|c| *c) => {}
-            () = tokio::time::sleep(LINGER) => {}
-        }
-    }
-    Ok(End::Code(0))
 }
