@@ -7,7 +7,7 @@
 //! and records the workload's exit status and time in the container's state directory, so a
 //! daemon that was down when the workload exited still learns how it ended.
 //!
-//! It also serves `kubectl attach` (docs/design/011): clients connect to the container's
+//! It also serves `kubectl attach` (docs/design/012): clients connect to the container's
 //! attach socket (`STATE_DIR/attach`, SOCK_SEQPACKET, bound by the setup process) and get a
 //! copy of the output from then on; their input goes to the workload's stdin (a pipe, or the
 //! pty). Messages are one kind byte and a payload: 0 stdin, 1 stdout, 2 stderr, 4 resize

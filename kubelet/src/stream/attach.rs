@@ -1,5 +1,5 @@
 //! `kubectl attach` on the node: a connection to the container's attach socket (served by
-//! its skiff-init, so it works the same after the kubelet restarted; docs/design/011). Output
+//! its skiff-init, so it works the same after the kubelet restarted; docs/design/012). Output
 //! from the moment of attaching goes to channels 1 and 2 (a tty's to 1); input reaches the
 //! workload's stdin when the container has `stdin: true`, resizes its terminal when it has
 //! `tty: true`. With `stdinOnce`, the container's stdin is closed when the user closes

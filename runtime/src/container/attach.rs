@@ -1,5 +1,5 @@
 //! The daemon's end of a container's attach socket (`STATE_DIR/attach`, served by
-//! skiff-init; docs/design/011): a `SOCK_SEQPACKET` connection whose messages are one kind
+//! skiff-init; docs/design/012): a `SOCK_SEQPACKET` connection whose messages are one kind
 //! byte and a payload — the workload's output from the moment of connecting (stdout, stderr,
 //! or the tty's output as stdout), and input, resizes and the close of stdin going the other
 //! way. The connection ends (end of file) when the workload has ended; init also drops a
