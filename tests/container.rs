@@ -302,10 +302,52 @@ fn the_init_of_a_running_container_stays_under_one_mebibyte() {
     node.containers
         .stop("small", Duration::from_secs(5))
         .unwrap();
+
+    // Also while it serves an attached client on a tty: input, a resize, output.
+    let mut spec = node.spec("tty", &["sh"]);
+    spec.stdio = skiff_runtime::container::StdioSpec {
+        stdin: true,
+        tty: true,
+    };
+    node.containers.create(&spec).unwrap();
+    let pid = node.containers.start("tty").unwrap().pid.unwrap();
+    let fd = node.containers.attach("tty").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use skiff_runtime::container::attach::{AttachConnection, STDIN};
+        let conn = AttachConnection::new(fd).unwrap();
+        conn.resize(120, 40).await.unwrap();
+        conn.send(STDIN, b"stty size; seq 1 2000 | tail -n 1\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("2000\r\n") {
+            let msg = tokio::time::timeout(Duration::from_secs(30), conn.recv())
+                .await
+                .expect("output within 30 s")
+                .unwrap()
+                .expect("the shell runs");
+            seen.extend(msg.data);
+        }
+        assert!(String::from_utf8_lossy(&seen).contains("40 120"));
+    });
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 = proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    println!("skiff-init VmRSS serving an attached tty: {rss_kb} kB");
+    assert!(rss_kb <= 1024, "skiff-init uses {rss_kb} kB");
+    node.containers.stop("tty", Duration::from_secs(5)).unwrap();
 }
 
 #[test]
 fn exec_runs_in_the_container_and_returns_output_and_exit_code() {
+    use skiff_runtime::container::{ContainerError, ExecSpec};
     use std::io::{Read, Write};
     use std::process::Stdio;
     if !ready() {
@@ -317,39 +359,44 @@ fn exec_runs_in_the_container_and_returns_output_and_exit_code() {
     node.containers.create(&spec).unwrap();
     node.containers.start("target").unwrap();
 
-    let exec = skiff_runtime::container::ExecSpec {
+    let exec = ExecSpec {
         args: vec![
             "sh".into(),
             "-c".into(),
             "echo $FROM_IMAGE $EXTRA; cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 3".into(),
         ],
         env: vec!["EXTRA=given".into()],
+        tty: false,
     };
-    let out = node
+    let mut process = node
         .containers
         .exec(
             "target",
             &exec,
             [Stdio::null(), Stdio::piped(), Stdio::piped()],
         )
-        .unwrap()
-        .wait_with_output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut stdout = String::new();
+    process
+        .take_stdout()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let mut stderr = String::new();
+    process
+        .take_stderr()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(process.wait().unwrap(), 3, "{stderr}");
     assert!(stdout.starts_with("yes given\nskiff-init "), "{stdout}");
 
     // stdin streams through unchanged.
-    let cat = skiff_runtime::container::ExecSpec {
+    let cat = ExecSpec {
         args: vec!["cat".into()],
-        env: vec![],
+        ..ExecSpec::default()
     };
-    let mut child = node
+    let mut process = node
         .containers
         .exec(
             "target",
@@ -358,36 +405,38 @@ fn exec_runs_in_the_container_and_returns_output_and_exit_code() {
         )
         .unwrap();
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    let mut stdin = child.stdin.take().unwrap();
+    let mut stdin = process.take_stdin().unwrap();
     let writer = std::thread::spawn({
         let data = data.clone();
         move || stdin.write_all(&data)
     });
     let mut back = Vec::new();
-    child.stdout.take().unwrap().read_to_end(&mut back).unwrap();
+    process
+        .take_stdout()
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
     writer.join().unwrap().unwrap();
-    assert!(child.wait().unwrap().success());
+    assert_eq!(process.wait().unwrap(), 0);
     assert_eq!(back, data);
 
-    let missing = skiff_runtime::container::ExecSpec {
+    // A command that cannot start is an error with the reason, not an exit code.
+    let missing = ExecSpec {
         args: vec!["no-such-tool".into()],
-        env: vec![],
+        ..ExecSpec::default()
     };
-    let out = node
+    let err = node
         .containers
         .exec(
             "target",
             &missing,
-            [Stdio::null(), Stdio::null(), Stdio::piped()],
+            [Stdio::null(), Stdio::null(), Stdio::null()],
         )
-        .unwrap()
-        .wait_with_output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(127),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ContainerError::ExecFailed { message, .. }
+            if message == "exec \"no-such-tool\": executable file not found in $PATH"),
+        "{err}"
     );
     node.containers
         .stop("target", Duration::from_secs(5))
@@ -402,6 +451,173 @@ fn exec_runs_in_the_container_and_returns_output_and_exit_code() {
             .is_err(),
         "no exec into a stopped container"
     );
+}
+
+/// The PIDs (on the host) of the processes in `pid`'s PID namespace other than itself.
+fn others_in_pid_namespace(pid: i32) -> Vec<i32> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| p != pid)
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|n| n == ns))
+        .collect()
+}
+
+#[test]
+fn exec_with_a_tty_gets_a_controlling_terminal_in_the_container_and_its_resizes() {
+    use skiff_runtime::container::{ExecSpec, resize_tty};
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::process::Stdio;
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    node.containers
+        .create(&node.spec("tty", &["sleep", "1000"]))
+        .unwrap();
+    let init = node.containers.start("tty").unwrap().pid.unwrap();
+    let spec = ExecSpec {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "tty; echo $TERM; read line; stty size; echo err >&2; exit 4".into(),
+        ],
+        env: vec![],
+        tty: true,
+    };
+    let mut process = node
+        .containers
+        .exec("tty", &spec, [Stdio::null(), Stdio::null(), Stdio::null()])
+        .unwrap();
+    let master = std::fs::File::from(process.take_tty().expect("a pty master"));
+    resize_tty(master.as_fd(), 91, 27).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&out).contains("xterm") {
+        let n = (&master).read(&mut buf).unwrap();
+        assert!(n > 0, "the terminal closed early: {out:?}");
+        out.extend_from_slice(&buf[..n]);
+    }
+    (&master).write_all(b"go\n").unwrap();
+    // Reading the master after the last slave closed fails with EIO: that is the end.
+    while let Ok(n) = (&master).read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(process.wait().unwrap(), 4);
+    let text = String::from_utf8_lossy(&out).replace("\r\n", "\n");
+    // The terminal echoes the input; stderr is the same terminal.
+    assert_eq!(text, "/dev/pts/0\nxterm\ngo\n27 91\nerr\n");
+
+    // Dropping the handle of a running command kills it (and what it started): no process
+    // stays in the container but its init.
+    let spec = ExecSpec {
+        args: vec!["sh".into(), "-c".into(), "sleep 1000 & sleep 1000".into()],
+        ..ExecSpec::default()
+    };
+    let process = node
+        .containers
+        .exec("tty", &spec, [Stdio::null(), Stdio::null(), Stdio::null()])
+        .unwrap();
+    let helper = process.pid();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // The workload, and the exec: a shell (or the `sleep` it became) and a background sleep.
+    while others_in_pid_namespace(init).len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "the exec never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(process);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = others_in_pid_namespace(init);
+        // The workload (`sleep`) is the only process besides init.
+        if left.len() == 1 && !std::path::Path::new(&format!("/proc/{helper}")).exists() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:?}, helper alive: {}",
+            std::path::Path::new(&format!("/proc/{helper}")).exists()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    node.containers.stop("tty", Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn workloads_and_execs_start_with_no_signal_ignored_or_blocked() {
+    use skiff_runtime::container::ExecSpec;
+    use std::io::Read;
+    use std::process::Stdio;
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    let script =
+        "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -n 1; echo ended; sleep 1000";
+    let spec = node.spec("signals", &["sh", "-c", script]);
+    node.containers.create(&spec).unwrap();
+    node.containers.start("signals").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let lines = logs::read(&spec.log.dir, &spec.log.name, None).unwrap();
+        // `yes | head` ends only when `yes` dies of SIGPIPE.
+        if lines.iter().any(|l| l.text == "ended") {
+            break lines;
+        }
+        assert!(std::time::Instant::now() < deadline, "stuck: {lines:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.stream == "stdout")
+        .map(|l| l.text.as_str())
+        .collect();
+    assert_eq!(
+        stdout,
+        [
+            "SigBlk:\t0000000000000000",
+            "SigIgn:\t0000000000000000",
+            "y",
+            "ended"
+        ]
+    );
+    let exec = ExecSpec {
+        args: vec![
+            "grep".into(),
+            "-E".into(),
+            "^Sig(Ign|Blk)".into(),
+            "/proc/self/status".into(),
+        ],
+        ..ExecSpec::default()
+    };
+    let mut process = node
+        .containers
+        .exec(
+            "signals",
+            &exec,
+            [Stdio::null(), Stdio::piped(), Stdio::null()],
+        )
+        .unwrap();
+    let mut out = String::new();
+    process
+        .take_stdout()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(process.wait().unwrap(), 0);
+    assert_eq!(
+        out,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+    node.containers
+        .stop("signals", Duration::from_secs(5))
+        .unwrap();
 }
 
 #[test]

@@ -69,6 +69,22 @@ impl Node {
         cmd.output().expect("run skiff")
     }
 
+    /// Runs skiff with `input` on its stdin.
+    fn skiff_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        cmd.arg("--root").arg(&self.root).args(args);
+        cmd.env("SKIFF_CGROUP_PARENT", &self.cgroup_parent);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("run skiff");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.skiff(args);
         assert!(
@@ -339,6 +355,29 @@ fn pod_exec_runs_in_the_container_and_returns_its_exit_code() {
     assert_eq!(
         node.ok(&["pod", "exec", "sleeper", "-c", "main", "--", "true"]),
         ""
+    );
+    // -i passes stdin (without it the command reads end of file at once).
+    let piped = node.skiff_with_stdin(&["pod", "exec", "-i", "sleeper", "--", "cat"], b"piped\n");
+    assert_eq!(String::from_utf8_lossy(&piped.stdout), "piped\n");
+    let unpiped = node.skiff_with_stdin(&["pod", "exec", "sleeper", "--", "cat"], b"piped\n");
+    assert_eq!(String::from_utf8_lossy(&unpiped.stdout), "");
+    // -t runs it on a terminal in the container (this stdin is no terminal: no raw mode).
+    let tty = node.skiff(&[
+        "pod",
+        "exec",
+        "-t",
+        "sleeper",
+        "--",
+        "sh",
+        "-c",
+        "tty; exit 2",
+    ]);
+    assert_eq!(tty.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&tty.stdout), "/dev/pts/0\r\n");
+    let err = node.err(&["pod", "exec", "sleeper", "--", "no-such-tool"]);
+    assert_eq!(
+        err,
+        "skiff: error: pod sleeper: exec in container sleeper.main: exec \"no-such-tool\": executable file not found in $PATH"
     );
     node.ok(&["pod", "rm", "sleeper"]);
 }

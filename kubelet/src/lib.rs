@@ -14,4 +14,5 @@ pub mod join;
 pub mod local;
 pub mod podspec;
 pub mod probe;
+pub mod stream;
 pub mod volume;

@@ -16,6 +16,7 @@
 
 use std::fs::OpenOptions;
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -25,7 +26,7 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use skiff_runtime::cgroup::{CgroupFs, Resources};
 use skiff_runtime::container::logs::{self, LogLine};
-use skiff_runtime::container::{ContainerError, Containers, ExecSpec, State};
+use skiff_runtime::container::{ContainerError, Containers, ExecProcess, ExecSpec, State};
 use skiff_runtime::image::ImageStore;
 use skiff_runtime::net::{NetHandle, PodInterface};
 use skiff_runtime::ns::PinnedNs;
@@ -76,6 +77,12 @@ pub enum LocalError {
     NodeNetns {
         pod: String,
         source: Box<skiff_runtime::ns::NsError>,
+    },
+    #[error("connecting to port {port} in pod {pod}: {source}")]
+    Connect {
+        pod: String,
+        port: u16,
+        source: std::io::Error,
     },
     #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
@@ -333,7 +340,8 @@ impl LocalPods {
     }
 
     /// Replaces an exited container by a fresh one made from the same spec (same cgroup,
-    /// same log file), ready to start: a restart.
+    /// same log path), ready to start: a restart. The exited instance's log becomes the
+    /// previous one (`kubectl logs --previous`); only that one is kept.
     pub fn recreate_container(
         &self,
         record: &PodRecord,
@@ -346,6 +354,11 @@ impl LocalPods {
         };
         let spec = self.containers.spec(&c.id).map_err(err)?;
         self.containers.remove(&c.id).map_err(err)?;
+        logs::retire(&c.log_dir, &c.log_name).map_err(|source| LocalError::Io {
+            op: "keep the previous log of",
+            path: c.log_dir.join(&c.log_name),
+            source,
+        })?;
         self.containers.create(&spec).map_err(err)?;
         Ok(())
     }
@@ -382,6 +395,23 @@ impl LocalPods {
         }
     }
 
+    /// Runs a command in running container `id` (a runtime id) and returns once it has
+    /// exec'd: the one exec path (`kubectl exec`, `skiff pod exec`, exec probes). See
+    /// `Containers::exec` for `stdio` and the tty.
+    pub fn exec(
+        &self,
+        id: &str,
+        spec: &ExecSpec,
+        stdio: [Stdio; 3],
+    ) -> Result<ExecProcess, LocalError> {
+        self.containers
+            .exec(id, spec, stdio)
+            .map_err(|source| LocalError::Container {
+                pod: id.split('.').next().unwrap_or(id).into(),
+                source: Box::new(source),
+            })
+    }
+
     /// Runs `args` in container `id` (a runtime id), its stdout and stderr captured together
     /// (the first `max_output` bytes kept), killed after `timeout`. Returns the exit code
     /// (128 + signal when killed) and the output.
@@ -393,7 +423,6 @@ impl LocalPods {
         max_output: usize,
     ) -> Result<(i32, Vec<u8>), LocalError> {
         use std::io::Read;
-        use std::os::unix::process::ExitStatusExt;
         let io = |op| {
             let path = PathBuf::from(id);
             move |source| LocalError::Io { op, path, source }
@@ -406,15 +435,9 @@ impl LocalPods {
         ];
         let spec = ExecSpec {
             args: args.to_vec(),
-            env: Vec::new(),
+            ..ExecSpec::default()
         };
-        let mut child =
-            self.containers
-                .exec(id, &spec, stdio)
-                .map_err(|source| LocalError::Container {
-                    pod: id.into(),
-                    source: Box::new(source),
-                })?;
+        let mut process = self.exec(id, &spec, stdio)?;
         // Read on a thread so a chatty command never blocks on a full pipe; a child it left
         // behind holding the pipe must not hold the caller either.
         let (sent, received) = std::sync::mpsc::channel();
@@ -431,12 +454,12 @@ impl LocalPods {
             let _ = sent.send(kept);
         });
         let deadline = std::time::Instant::now() + timeout;
-        let status = loop {
-            match child.try_wait().map_err(io("wait for exec"))? {
-                Some(status) => break status,
+        let code = loop {
+            match process.try_wait().map_err(io("wait for exec"))? {
+                Some(code) => break code,
                 None if std::time::Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    break child.wait().map_err(io("wait for exec"))?;
+                    process.kill();
+                    break process.wait().map_err(io("wait for exec"))?;
                 }
                 None => std::thread::sleep(Duration::from_millis(5)),
             }
@@ -444,11 +467,63 @@ impl LocalPods {
         let output = received
             .recv_timeout(Duration::from_millis(500))
             .unwrap_or_default();
-        let code = status
-            .code()
-            .or_else(|| status.signal().map(|s| 128 + s))
-            .unwrap_or(126);
         Ok((code, output))
+    }
+
+    /// A TCP connection to `port` on the pod's loopback (127.0.0.1, else ::1), made inside
+    /// the pod's network namespace (the node's for a host-network pod) on a short-lived
+    /// thread; the socket stays in that namespace whichever thread uses it afterwards.
+    pub fn connect_in_pod(
+        &self,
+        record: &PodRecord,
+        port: u16,
+    ) -> Result<std::net::TcpStream, LocalError> {
+        let pod = record.name.clone();
+        let pin = if record.host_network {
+            self.cfg.node_netns.clone()
+        } else {
+            Some(Sandboxes::netns_pin(&self.cfg.state_dir, &record.name))
+        };
+        let connect = || {
+            let v4 = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port));
+            v4.or_else(|e| {
+                std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port)).map_err(|_| e)
+            })
+        };
+        let connected = match pin {
+            None => connect(),
+            Some(pin) => {
+                let fd = PinnedNs::open(&pin).map_err(|source| LocalError::NodeNetns {
+                    pod: pod.clone(),
+                    source: Box::new(source),
+                })?;
+                skiff_runtime::ns::in_netns(std::os::fd::AsFd::as_fd(&fd), connect).map_err(
+                    |source| LocalError::NodeNetns {
+                        pod: pod.clone(),
+                        source: Box::new(source),
+                    },
+                )?
+            }
+        };
+        connected.map_err(|source| LocalError::Connect { pod, port, source })
+    }
+
+    /// A connection to the attach socket of a running container of the pod (see
+    /// `skiff_runtime::container::attach`).
+    pub fn attach(&self, record: &PodRecord, container: &str) -> Result<OwnedFd, LocalError> {
+        let c = choose(record, Some(container))?;
+        self.containers
+            .attach(&c.id)
+            .map_err(|source| LocalError::Container {
+                pod: record.name.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    /// The runtime id of a pod's container (its only one when `container` is `None`).
+    pub fn container_id(&self, pod: &str, container: Option<&str>) -> Result<String, LocalError> {
+        let record = self.record(pod)?;
+        Ok(choose(&record, container)?.id.clone())
     }
 
     /// The names of the pods with a record on this node, sorted.
@@ -784,34 +859,6 @@ impl LocalPods {
             path: c.log_dir.join(&c.log_name),
             source,
         })
-    }
-
-    /// Runs `args` in a running container of the pod with this process's stdin, stdout and
-    /// stderr; returns its exit code.
-    pub fn exec(
-        &self,
-        pod: &str,
-        container: Option<&str>,
-        args: Vec<String>,
-    ) -> Result<i32, LocalError> {
-        let record = self.record(pod)?;
-        let c = choose(&record, container)?;
-        let err = |source| LocalError::Container {
-            pod: pod.into(),
-            source: Box::new(source),
-        };
-        let spec = ExecSpec {
-            args,
-            env: Vec::new(),
-        };
-        let stdio = [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()];
-        let mut child = self.containers.exec(&c.id, &spec, stdio).map_err(err)?;
-        let status = child.wait().map_err(|source| LocalError::Io {
-            op: "wait for exec",
-            path: PathBuf::from(&c.id),
-            source,
-        })?;
-        Ok(status.code().unwrap_or(126))
     }
 
     /// Stops the pod's containers: the stop signal, then SIGKILL after `grace` (default: the

@@ -7,12 +7,23 @@
 //! and records the workload's exit status and time in the container's state directory, so a
 //! daemon that was down when the workload exited still learns how it ended.
 //!
+//! It also serves `kubectl attach` (docs/design/013): clients connect to the container's
+//! attach socket (`STATE_DIR/attach`, SOCK_SEQPACKET, bound by the setup process) and get a
+//! copy of the output from then on; their input goes to the workload's stdin (a pipe, or the
+//! pty). Messages are one kind byte and a payload: 0 stdin, 1 stdout, 2 stderr, 4 resize
+//! (width, height: u16 little-endian), 255 close stdin. Init never blocks on a client: one
+//! that cannot take output at once is disconnected, and input waits in a buffer of at most a
+//! message per client while the workload does not read.
+//!
 //! Interface (set up by the runtime before exec):
-//!   argv: skiff-init WORKLOAD_PID LOG_NAME LOG_MAX_BYTES
-//!   fd 3: the container state directory (O_PATH)   fd 4: workload stdout (read end of a pipe)
+//!   argv: skiff-init WORKLOAD_PID LOG_NAME LOG_MAX_BYTES [FLAGS: `t` tty, `i` stdin]
+//!   fd 3: the container state directory (O_PATH)   fd 4: workload stdout (read end of a
+//!         pipe), or the pty master with `t`
 //!   fd 5: workload stderr (read end of a pipe)      fd 6: the log directory (O_PATH)
 //!   fd 7: the runtime's status pipe: `ready` is written there once signals are caught, so
 //!         nothing the runtime sends after `create` returns can be lost
+//!   fd 8: the attach socket, listening (absent: no attach)
+//!   fd 9: the write end of the workload's stdin pipe (with `i` and without `t`)
 #![no_main]
 #![allow(non_camel_case_types)]
 
@@ -26,12 +37,25 @@ const STDOUT_PIPE: c_int = 4;
 const STDERR_PIPE: c_int = 5;
 const LOG_DIR: c_int = 6;
 const STATUS_PIPE: c_int = 7;
+const ATTACH_SOCKET: c_int = 8;
+const STDIN_PIPE: c_int = 9;
+
+/// Attach clients served at once; more are turned away.
+const MAX_CLIENTS: usize = 8;
+/// The largest attach message: a kind byte and 8 KiB.
+const MAX_MESSAGE: usize = 8192 + 1;
+const MSG_STDIN: u8 = 0;
+const MSG_STDOUT: u8 = 1;
+const MSG_STDERR: u8 = 2;
+const MSG_RESIZE: u8 = 4;
+const MSG_CLOSE_STDIN: u8 = 255;
 
 const SIG_BLOCK: c_int = 0;
 const SIGCHLD: c_int = 17;
 const FORWARDED: [c_int; 9] = [1, 2, 3, 10, 12, 15, 18, 28, 14]; // HUP INT QUIT USR1 USR2 TERM CONT WINCH ALRM
 const WNOHANG: c_int = 1;
 const POLLIN: i16 = 1;
+const POLLOUT: i16 = 4;
 const POLLHUP: i16 = 0x10;
 const POLLERR: i16 = 0x8;
 const O_WRONLY: c_int = 1;
@@ -42,6 +66,15 @@ const O_CLOEXEC: c_int = 0o2000000;
 const SFD_CLOEXEC: c_int = O_CLOEXEC;
 const CLOCK_REALTIME: c_int = 0;
 const EINTR: c_int = 4;
+const EAGAIN: c_int = 11;
+const O_NONBLOCK: c_int = 0o4000;
+const F_GETFL: c_int = 3;
+const F_SETFL: c_int = 4;
+const MSG_DONTWAIT: c_int = 0x40;
+const MSG_NOSIGNAL: c_int = 0x4000;
+const TIOCSWINSZ: u64 = 0x5414;
+const SIGPIPE: c_int = 13;
+const SIG_IGN: usize = 1;
 const SYS_SIGNALFD4: i64 = 289;
 /// A partial line longer than this is written as a `P` record.
 const MAX_LINE: usize = 16 * 1024;
@@ -96,6 +129,20 @@ unsafe extern "C" {
     fn _exit(code: c_int) -> !;
     fn umount2(target: *const u8, flags: c_int) -> c_int;
     fn unlink(path: *const u8) -> c_int;
+    fn accept4(fd: c_int, addr: *mut u8, len: *mut u32, flags: c_int) -> c_int;
+    fn send(fd: c_int, buf: *const u8, n: usize, flags: c_int) -> isize;
+    fn recv(fd: c_int, buf: *mut u8, n: usize, flags: c_int) -> isize;
+    fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
+    fn ioctl(fd: c_int, request: u64, ...) -> c_int;
+    fn signal(sig: c_int, handler: usize) -> usize;
+}
+
+#[repr(C)]
+struct winsize {
+    rows: u16,
+    cols: u16,
+    xpixel: u16,
+    ypixel: u16,
 }
 
 const MNT_DETACH: c_int = 2;
@@ -106,6 +153,8 @@ const SELF_IN_CONTAINER: &[u8] = b"/dev/.skiff-init\0";
 struct Stream {
     fd: c_int,
     name: &'static [u8],
+    /// Its attach message kind.
+    kind: u8,
     partial: Vec<u8>,
     open: bool,
 }
@@ -139,6 +188,11 @@ pub extern "C" fn main(argc: c_int, argv: *const *const u8) -> c_int {
         max: parse_int(arg(3)).max(4096),
     };
     log.fd = open_log(&log.name, false);
+    let flags = arg(4);
+    let tty = flags.contains(&b't');
+    let stdin = flags.contains(&b'i');
+    // SAFETY: ignoring SIGPIPE: a workload that closed its stdin makes writes fail with EPIPE.
+    unsafe { signal(SIGPIPE, SIG_IGN) };
     let sfd = block_signals();
     let mut exit_code: Option<c_int> = None;
     // The workload may have ended before the signals were blocked: its SIGCHLD is gone, so reap.
@@ -147,30 +201,61 @@ pub extern "C" fn main(argc: c_int, argv: *const *const u8) -> c_int {
     // SAFETY: closing the status pipe, which nothing else here uses.
     unsafe { close(STATUS_PIPE) };
     let mut streams = [
-        Stream { fd: STDOUT_PIPE, name: b"stdout", partial: Vec::new(), open: true },
-        Stream { fd: STDERR_PIPE, name: b"stderr", partial: Vec::new(), open: true },
+        Stream { fd: STDOUT_PIPE, name: b"stdout", kind: MSG_STDOUT, partial: Vec::new(), open: true },
+        Stream { fd: STDERR_PIPE, name: b"stderr", kind: MSG_STDERR, partial: Vec::new(), open: true },
     ];
+    let input = match (tty, stdin) {
+        (true, true) => STDOUT_PIPE,
+        (false, true) => STDIN_PIPE,
+        _ => -1,
+    };
+    let mut attach = Attach {
+        listener: if is_open(ATTACH_SOCKET) { ATTACH_SOCKET } else { -1 },
+        clients: [-1; MAX_CLIENTS],
+        input: if input >= 0 && is_open(input) { set_nonblocking(input) } else { -1 },
+        input_is_tty: tty,
+        tty: if tty { STDOUT_PIPE } else { -1 },
+        pending: Vec::new(),
+    };
     loop {
-        let mut fds = [
-            pollfd { fd: sfd, events: POLLIN, revents: 0 },
-            pollfd { fd: if streams[0].open { STDOUT_PIPE } else { -1 }, events: POLLIN, revents: 0 },
-            pollfd { fd: if streams[1].open { STDERR_PIPE } else { -1 }, events: POLLIN, revents: 0 },
-        ];
+        let mut fds = [const { pollfd { fd: -1, events: POLLIN, revents: 0 } }; 5 + MAX_CLIENTS];
+        fds[0].fd = sfd;
+        fds[1].fd = if streams[0].open { STDOUT_PIPE } else { -1 };
+        fds[2].fd = if streams[1].open { STDERR_PIPE } else { -1 };
+        fds[3].fd = attach.listener;
+        if !attach.pending.is_empty() {
+            fds[4] = pollfd { fd: attach.input, events: POLLOUT, revents: 0 };
+        }
+        for (slot, &client) in fds[5..].iter_mut().zip(attach.clients.iter()) {
+            // While input waits for the workload, clients are not read: they wait too.
+            slot.fd = if attach.pending.is_empty() { client } else { -1 };
+        }
         // Once the workload is gone, drain what is buffered and stop: a grandchild holding the
         // pipes open must not keep the container alive (our exit kills it).
         let timeout = if exit_code.is_some() { 0 } else { -1 };
-        // SAFETY: fds is a valid array of 3 pollfd for the duration of the call.
-        let n = unsafe { poll(fds.as_mut_ptr(), 3, timeout) };
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        let n = unsafe { poll(fds.as_mut_ptr(), fds.len() as u64, timeout) };
         if n < 0 && errno() != EINTR {
             break;
         }
         if fds[0].revents & POLLIN != 0 {
             handle_signals(sfd, workload, &mut exit_code);
         }
+        if fds[3].revents & POLLIN != 0 {
+            attach.accept();
+        }
+        if fds[4].revents != 0 {
+            attach.flush_input();
+        }
+        for i in 0..MAX_CLIENTS {
+            if fds[5 + i].revents != 0 {
+                attach.serve_client(i);
+            }
+        }
         let mut progressed = false;
         for (i, stream) in streams.iter_mut().enumerate() {
             if fds[i + 1].revents & (POLLIN | POLLHUP | POLLERR) != 0 {
-                progressed |= pump(stream, &mut log);
+                progressed |= pump(stream, &mut log, &mut attach);
             }
         }
         if let Some(code) = exit_code {
@@ -185,6 +270,134 @@ pub extern "C" fn main(argc: c_int, argv: *const *const u8) -> c_int {
     }
     // SAFETY: plain process exit.
     unsafe { _exit(exit_code.unwrap_or(255)) }
+}
+
+/// The attach clients and the workload's input.
+struct Attach {
+    listener: c_int,
+    clients: [c_int; MAX_CLIENTS],
+    /// Where input goes (the stdin pipe, or the pty master); -1 when there is none.
+    input: c_int,
+    input_is_tty: bool,
+    /// The pty master, for resizes; -1 without a tty.
+    tty: c_int,
+    /// Input the workload has not taken yet.
+    pending: Vec<u8>,
+}
+
+impl Attach {
+    fn accept(&mut self) {
+        // SAFETY: accepting on our listening socket; no peer address is asked for.
+        let fd = unsafe { accept4(self.listener, std::ptr::null_mut(), std::ptr::null_mut(), O_CLOEXEC | O_NONBLOCK) };
+        if fd < 0 {
+            return;
+        }
+        match self.clients.iter_mut().find(|c| **c < 0) {
+            Some(slot) => *slot = fd,
+            // SAFETY: closing the connection just accepted.
+            None => unsafe {
+                close(fd);
+            },
+        }
+    }
+
+    fn drop_client(&mut self, i: usize) {
+        if self.clients[i] >= 0 {
+            // SAFETY: closing a client connection we own.
+            unsafe { close(self.clients[i]) };
+            self.clients[i] = -1;
+        }
+    }
+
+    /// Reads one message from client `i` and acts on it.
+    fn serve_client(&mut self, i: usize) {
+        let mut msg = [0u8; MAX_MESSAGE];
+        // SAFETY: receiving into a stack buffer of the given size.
+        let n = unsafe { recv(self.clients[i], msg.as_mut_ptr(), msg.len(), MSG_DONTWAIT) };
+        if n < 0 && matches!(errno(), EAGAIN | EINTR) {
+            return;
+        }
+        if n <= 0 {
+            self.drop_client(i);
+            return;
+        }
+        let msg = &msg[..n as usize];
+        match msg[0] {
+            MSG_STDIN if self.input >= 0 => {
+                self.pending.extend_from_slice(&msg[1..]);
+                self.flush_input();
+            }
+            MSG_RESIZE if self.tty >= 0 && msg.len() >= 5 => {
+                let size = winsize {
+                    cols: u16::from_le_bytes([msg[1], msg[2]]),
+                    rows: u16::from_le_bytes([msg[3], msg[4]]),
+                    xpixel: 0,
+                    ypixel: 0,
+                };
+                // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
+                unsafe { ioctl(self.tty, TIOCSWINSZ, &size as *const winsize) };
+            }
+            MSG_CLOSE_STDIN => self.close_input(),
+            _ => {}
+        }
+    }
+
+    /// Writes what input it can without blocking.
+    fn flush_input(&mut self) {
+        while !self.pending.is_empty() && self.input >= 0 {
+            // SAFETY: writing from a valid slice.
+            let n = unsafe { write(self.input, self.pending.as_ptr(), self.pending.len()) };
+            if n > 0 {
+                self.pending.drain(..n as usize);
+            } else if n < 0 && errno() == EINTR {
+                continue;
+            } else if n < 0 && errno() == EAGAIN {
+                return;
+            } else {
+                self.close_input();
+            }
+        }
+    }
+
+    /// No more input: the stdin pipe is closed (the workload reads end of file); a pty stays,
+    /// as it also carries the output.
+    fn close_input(&mut self) {
+        if self.input >= 0 && !self.input_is_tty {
+            // SAFETY: closing our write end of the stdin pipe.
+            unsafe { close(self.input) };
+        }
+        self.input = -1;
+        self.pending = Vec::new();
+    }
+
+    /// Sends a message to every client; one that cannot take it now is disconnected.
+    fn broadcast(&mut self, msg: &[u8]) {
+        for i in 0..MAX_CLIENTS {
+            if self.clients[i] < 0 {
+                continue;
+            }
+            // SAFETY: sending from a valid slice; MSG_NOSIGNAL: no SIGPIPE on a closed peer.
+            let n = unsafe { send(self.clients[i], msg.as_ptr(), msg.len(), MSG_DONTWAIT | MSG_NOSIGNAL) };
+            if n != msg.len() as isize {
+                self.drop_client(i);
+            }
+        }
+    }
+}
+
+fn is_open(fd: c_int) -> bool {
+    // SAFETY: F_GETFL only asks about the fd number.
+    unsafe { fcntl(fd, F_GETFL) >= 0 }
+}
+
+/// Sets O_NONBLOCK on `fd` (init must never wait on a workload that does not read).
+fn set_nonblocking(fd: c_int) -> c_int {
+    // SAFETY: fcntl on our own fd, with integer arguments.
+    unsafe {
+        let flags = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    }
+    fd
 }
 
 fn errno() -> c_int {
@@ -272,21 +485,25 @@ fn record_exit(status: c_int) -> c_int {
     code
 }
 
-/// Reads what a pipe has and logs the complete lines. Returns whether anything was read.
-fn pump(stream: &mut Stream, log: &mut Log) -> bool {
-    let mut buf = [0u8; 8192];
-    // SAFETY: reading into a stack buffer of the given size.
-    let n = unsafe { read(stream.fd, buf.as_mut_ptr(), buf.len()) };
+/// Reads what a pipe (or the pty) has, logs the complete lines and copies the bytes to the
+/// attach clients. Returns whether anything was read.
+fn pump(stream: &mut Stream, log: &mut Log, attach: &mut Attach) -> bool {
+    let mut buf = [0u8; 8193];
+    buf[0] = stream.kind;
+    // SAFETY: reading into a stack buffer of the given size (after the kind byte).
+    let n = unsafe { read(stream.fd, buf[1..].as_mut_ptr(), buf.len() - 1) };
     if n <= 0 {
-        if n == 0 || errno() != EINTR {
+        if n == 0 || !matches!(errno(), EINTR | EAGAIN) {
             stream.open = false;
             flush_partial(stream, log);
-            // SAFETY: closing our own pipe end.
+            // SAFETY: closing our own pipe end (or the pty master, whose slave is gone).
             unsafe { close(stream.fd) };
         }
         return false;
     }
-    stream.partial.extend_from_slice(&buf[..n as usize]);
+    let data = &buf[1..=n as usize];
+    attach.broadcast(&buf[..=n as usize]);
+    stream.partial.extend_from_slice(data);
     while let Some(pos) = stream.partial.iter().position(|&c| c == b'\n') {
         let line: Vec<u8> = stream.partial.drain(..=pos).collect();
         write_record(log, stream.name, b'F', &line[..line.len() - 1]);

@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod fdio;
 pub mod image;
 pub mod net;
 pub mod ns;

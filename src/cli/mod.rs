@@ -6,6 +6,7 @@ mod node_proxy;
 mod pod;
 mod progress;
 mod proxy;
+mod tty;
 mod up;
 
 use std::path::PathBuf;

@@ -10,6 +10,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use skiff_kubelet::ipam::Ipv4Net;
 use skiff_kubelet::local::{LocalConfig, LocalPods};
+use skiff_runtime::container::ExecSpec;
+use std::process::Stdio;
 
 #[derive(Debug, Subcommand)]
 pub enum PodCommand {
@@ -39,6 +41,12 @@ pub enum PodCommand {
         /// The container (needed when the pod has several).
         #[arg(short = 'c', long)]
         container: Option<String>,
+        /// Pass this terminal's standard input to the command.
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// Run the command on a terminal (a pty in the container); with -i, interactively.
+        #[arg(short = 't', long)]
+        tty: bool,
         /// The command and its arguments (after `--`).
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
@@ -146,10 +154,30 @@ pub fn run(root: &Path, cmd: PodCommand) -> Result<()> {
         PodCommand::Exec {
             pod,
             container,
+            stdin,
+            tty,
             command,
         } => {
-            let code =
-                open(root, NodeArgs::default())?.exec(&pod, container.as_deref(), command)?;
+            let pods = open(root, NodeArgs::default())?;
+            let id = pods.container_id(&pod, container.as_deref())?;
+            let spec = ExecSpec {
+                args: command,
+                env: Vec::new(),
+                tty,
+            };
+            let code = if tty {
+                let null = || Stdio::null();
+                super::tty::run(pods.exec(&id, &spec, [null(), null(), null()])?, stdin)?
+            } else {
+                let input = if stdin {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                };
+                let mut process =
+                    pods.exec(&id, &spec, [input, Stdio::inherit(), Stdio::inherit()])?;
+                process.wait().context("waiting for the command")?
+            };
             if code != 0 {
                 // The command's own exit code, as `kubectl exec` does.
                 std::process::exit(code);

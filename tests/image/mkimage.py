@@ -35,6 +35,7 @@ APPLETS = [
     "tail", "grep", "sed", "wc", "ps", "kill", "mount", "umount", "hostname",
     "dd", "seq", "sync", "printf", "test", "[", "cp", "mv", "ln", "readlink",
     "sha256sum", "md5sum", "date", "uname", "whoami", "yes", "nslookup", "ip",
+    "stty", "tty", "tr", "fold",
 ]
 
 PASSWD = (

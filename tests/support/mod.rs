@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cleanup;
+pub mod pods;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};

@@ -11,9 +11,10 @@ use crate::join::NodeCredentials;
 pub type Client = NodeClient<Channel>;
 
 /// Dials `server` (`https://host:port`) with mutual TLS: the cluster CA as the only root,
-/// the node's certificate as its identity.
-pub async fn connect(server: &str, credentials: &NodeCredentials) -> Result<Client, AgentError> {
-    let channel = skiff_api::dial::channel(server, credentials.tonic_client_tls(None))
+/// the node's certificate as its identity. The channel carries the node service and the
+/// streams (`crate::stream::client`).
+pub async fn connect(server: &str, credentials: &NodeCredentials) -> Result<Channel, AgentError> {
+    skiff_api::dial::channel(server, credentials.tonic_client_tls(None))
         .await
         .map_err(|e| match e {
             skiff_api::dial::DialError::Connect { server, reason } => AgentError::Connect {
@@ -21,6 +22,10 @@ pub async fn connect(server: &str, credentials: &NodeCredentials) -> Result<Clie
                 message: reason,
             },
             other => AgentError::Config(other.to_string()),
-        })?;
-    Ok(NodeClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+        })
+}
+
+/// The node service's client over `channel`.
+pub fn node_client(channel: Channel) -> Client {
+    NodeClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
 }

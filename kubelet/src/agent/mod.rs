@@ -31,6 +31,7 @@ use skiff_api::node::{EventRequest, HeartbeatRequest, PodRef, RegisterRequest, W
 use skiff_runtime::image::{ImageStore, PullOptions};
 
 use crate::local::{ClusterDns, LocalConfig, LocalPods};
+use crate::stream::{PodIndex, StreamContext};
 use worker::WorkerHandle;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +82,8 @@ pub struct Shared {
     /// Routes to the other nodes' pods.
     routes: Arc<tokio::sync::Mutex<routes::Routes>>,
     pod_cidr: Ipv4Net,
+    /// The stream sessions' view of this node's pods.
+    streams: Arc<StreamContext>,
 }
 
 use images::Images;
@@ -187,7 +190,8 @@ async fn session(
     setup: &mut Option<Arc<Shared>>,
     (exit_watcher, metrics): (&Arc<exits::ExitWatcher>, &Arc<metrics::Metrics>),
 ) -> Result<(), AgentError> {
-    let mut client = conn::connect(&config.server, &config.credentials).await?;
+    let channel = conn::connect(&config.server, &config.credentials).await?;
+    let mut client = conn::node_client(channel.clone());
     let machine = nodeinfo::Machine::detect();
     let host_ip = config
         .node_ip
@@ -240,6 +244,10 @@ async fn session(
             let pods = Arc::new(LocalPods::open(local)?);
             let routes = routes::Routes::load(pods.clone(), &config.state_dir);
             let shared = Arc::new(Shared {
+                streams: Arc::new(StreamContext {
+                    pods: pods.clone(),
+                    index: Arc::new(PodIndex::default()),
+                }),
                 pods,
                 routes: Arc::new(tokio::sync::Mutex::new(routes)),
                 pod_cidr,
@@ -272,12 +280,20 @@ async fn session(
         host_ip,
         shared.routes.clone(),
     );
+    // Logs, exec, attach and port-forward ride the same channel; sessions in progress keep
+    // their own calls when this connection's offers end.
+    let offers = tokio::spawn(crate::stream::client::run(
+        channel,
+        shared.streams.clone(),
+        config.credentials.node_name.clone(),
+    ));
     // The pods and the routes share the connection: either breaking ends the session.
     let result = tokio::select! {
         r = watch(&mut client, &shared, workers, resume) => r,
         r = routes => r,
     };
     heartbeat.abort();
+    offers.abort();
     result
 }
 
@@ -390,6 +406,10 @@ async fn watch(
         }
         let pod = Arc::new(pod);
         match kind {
+            Type::Deleted => shared.streams.index.remove(&uid),
+            _ => shared.streams.index.insert(pod.clone()),
+        }
+        match kind {
             Type::Deleted => {
                 if let Some(w) = workers.remove(&uid) {
                     let _ = w.pod.send(None);
@@ -427,6 +447,7 @@ fn forget_missing(
         .cloned()
         .collect();
     for uid in gone {
+        shared.streams.index.remove(&uid);
         if let Some(w) = workers.remove(&uid) {
             let _ = w.pod.send(None);
             detach(w);

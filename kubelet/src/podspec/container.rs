@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, PodSpec, Se
 use skiff_runtime::cgroup::{CpuMax, Limit, Resources, cpu_shares_to_weight};
 use skiff_runtime::container::process::{merge_env, resolve_args};
 use skiff_runtime::container::seccomp::Seccomp;
-use skiff_runtime::container::{BindMount, ContainerSpec, LogSpec, ProcessSpec, Propagation};
+use skiff_runtime::container::{
+    BindMount, ContainerSpec, LogSpec, ProcessSpec, Propagation, StdioSpec,
+};
 
 use super::env::{self, Vars, expand};
 use super::objects::Objects;
@@ -172,6 +174,10 @@ pub(super) fn plan(
             dir: ctx.pod_dir.join("logs").join(&c.name),
             name: "0.log".into(),
             max_bytes: LOG_MAX_BYTES,
+        },
+        stdio: StdioSpec {
+            stdin: c.stdin.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
         },
     };
     Ok(ContainerPlan {

@@ -361,15 +361,16 @@ impl Containers {
     }
 
     /// Runs a process in the running container with the container's identity, capabilities
-    /// and environment (plus `spec.env`). Returns the child process: its stdio are pipes as
-    /// `stdio` asks, and its exit status is the exec'd process's (126 when it could not be
-    /// run, 127 when the command was not found).
+    /// and environment (plus `spec.env`), and returns once it has exec'd. Without a tty its
+    /// stdin, stdout and stderr are `stdio` (pipes, the caller's, null); with `spec.tty` they
+    /// are a pty whose master the handle holds. A command that cannot start (not found, not
+    /// executable) is `ContainerError::ExecFailed` with the reason.
     pub fn exec(
         &self,
         id: &str,
         spec: &super::ExecSpec,
         stdio: [Stdio; 3],
-    ) -> Result<std::process::Child, ContainerError> {
+    ) -> Result<super::ExecProcess, ContainerError> {
         let status = self.status(id)?;
         if status.state != State::Running {
             return Err(ContainerError::State {
@@ -378,20 +379,31 @@ impl Containers {
                 state: describe(&status.state),
             });
         }
-        let [stdin, stdout, stderr] = stdio;
-        Command::new(&self.setup_binary)
-            .arg0(super::EXEC_ARG0)
-            .arg(self.paths(id).dir)
-            .arg(to_json(spec))
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .map_err(|source| ContainerError::Io {
-                path: self.setup_binary.clone(),
-                op: "spawn exec",
-                source,
-            })
+        super::exec_process::spawn(&self.setup_binary, &self.paths(id).dir, id, spec, stdio)
+    }
+
+    /// Connects to the running container's attach socket (see `attach.rs`); wrap the fd in
+    /// an `AttachConnection` inside a tokio runtime.
+    pub fn attach(&self, id: &str) -> Result<std::os::fd::OwnedFd, ContainerError> {
+        let status = self.status(id)?;
+        if status.state != State::Running {
+            return Err(ContainerError::State {
+                id: id.into(),
+                wanted: "running",
+                state: describe(&status.state),
+            });
+        }
+        let paths = self.paths(id);
+        if !paths.attach().exists() {
+            return Err(ContainerError::Attach {
+                id: id.into(),
+                message: "it was created without an attach socket (by an older skiff)".into(),
+            });
+        }
+        super::attach::connect(&paths.dir).map_err(|e| ContainerError::Attach {
+            id: id.into(),
+            message: e.to_string(),
+        })
     }
 
     /// Waits until the container has exited, up to `timeout`.

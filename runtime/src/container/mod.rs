@@ -2,7 +2,9 @@
 //! whose PID 1 is skiff-init, set up by a short-lived setup process from a plan the runtime
 //! writes. See `setup.rs` for the process tree and `plan.rs` for the rootfs.
 
+pub mod attach;
 mod exec;
+mod exec_process;
 mod join;
 pub mod logs;
 mod manager;
@@ -18,10 +20,12 @@ mod sys;
 use std::path::PathBuf;
 
 pub use exec::{EXEC_ARG0, ExecSpec};
+pub use exec_process::{ExecProcess, resize_tty};
 pub use manager::{ContainerStatus, Containers, State};
 pub use setup::{SETUP_ARG0, run_if_setup_process};
 pub use spec::{
     BindMount, ContainerSpec, DEFAULT_CAPABILITIES, LogSpec, NsKind, ProcessSpec, Propagation,
+    StdioSpec,
 };
 pub use state::ExitStatus;
 
@@ -43,6 +47,10 @@ pub enum ContainerError {
     Setup { id: String, message: String },
     #[error("starting container {id}: {message}")]
     Exec { id: String, message: String },
+    #[error("exec in container {id}: {message}")]
+    ExecFailed { id: String, message: String },
+    #[error("attach to container {id}: {message}")]
+    Attach { id: String, message: String },
     #[error("{op} {}: {source}", path.display())]
     Io {
         path: PathBuf,

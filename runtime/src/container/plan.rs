@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::{BindMount, ContainerSpec, NsKind, ProcessSpec, Propagation};
+use super::spec::{BindMount, ContainerSpec, NsKind, ProcessSpec, Propagation, StdioSpec};
 
 /// Paths runc masks by default: files get /dev/null bound over them, directories an empty
 /// read-only tmpfs.
@@ -37,6 +37,9 @@ pub const READONLY_PATHS: &[&str] = &[
 /// Where the init binary is bound inside the container until it has started (it removes
 /// it): exec needs a path on an attached mount, and the host's are detached by pivot_root.
 pub const INIT_IN_CONTAINER: &str = "/dev/.skiff-init";
+
+/// The attach socket's name in the container's state directory.
+pub const ATTACH_SOCKET: &str = "attach";
 
 /// Device nodes every container gets: (name, major, minor).
 pub const DEVICES: &[(&str, u32, u32)] = &[
@@ -114,6 +117,10 @@ pub struct SetupPlan {
     pub log_dir: PathBuf,
     pub log_name: String,
     pub log_max_bytes: u64,
+    /// The workload's stdin and terminal (see `StdioSpec`); the attach socket is
+    /// `state_dir/attach`.
+    #[serde(default)]
+    pub stdio: StdioSpec,
 }
 
 /// Paths of a container's state directory.
@@ -158,6 +165,10 @@ impl StatePaths {
     pub fn reason(&self) -> PathBuf {
         self.dir.join("reason")
     }
+    /// The attach socket skiff-init serves.
+    pub fn attach(&self) -> PathBuf {
+        self.dir.join(ATTACH_SOCKET)
+    }
 }
 
 /// Builds the setup plan of a container.
@@ -183,6 +194,7 @@ pub fn plan(spec: &ContainerSpec, state: &StatePaths, init_binary: &Path) -> Set
         log_dir: spec.log.dir.clone(),
         log_name: spec.log.name.clone(),
         log_max_bytes: spec.log.max_bytes,
+        stdio: spec.stdio,
     }
 }
 
@@ -324,6 +336,7 @@ mod tests {
                 name: "0.log".into(),
                 max_bytes: 1 << 20,
             },
+            stdio: Default::default(),
         }
     }
 

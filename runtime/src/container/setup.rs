@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags};
 
 use super::join::CgroupJoin;
-use super::plan::{INIT_IN_CONTAINER, SetupPlan};
+use super::plan::{ATTACH_SOCKET, INIT_IN_CONTAINER, SetupPlan};
 use super::rootfs;
 use super::spec::{NsKind, ProcessSpec};
 use super::sys::{self, SysError, SysResult};
@@ -35,6 +35,8 @@ const INIT_STDOUT_FD: i32 = 4;
 const INIT_STDERR_FD: i32 = 5;
 const INIT_LOG_DIR_FD: i32 = 6;
 const INIT_STATUS_FD: i32 = 7;
+const INIT_ATTACH_FD: i32 = 8;
+const INIT_STDIN_FD: i32 = 9;
 
 /// Called first thing in `main` of every binary that links the runtime: when this process is a
 /// container's setup process, it does that work and exits; otherwise it returns at once.
@@ -78,6 +80,7 @@ fn stage1(state_dir: &Path) -> SysResult<()> {
     let bytes = std::fs::read(&plan_path).map_err(|e| io_err("read", &plan_path, e))?;
     let plan: SetupPlan = serde_json::from_slice(&bytes)
         .map_err(|e| io_err("parse", &plan_path, std::io::Error::other(e)))?;
+    let attach = attach_listener(&plan.state_dir)?;
     for (kind, path) in &plan.join {
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| io_err("open", path, e.into()))?;
@@ -93,7 +96,7 @@ fn stage1(state_dir: &Path) -> SysResult<()> {
         0 => {
             // The cgroup namespace only now: clone3 copies the parent's namespaces before it
             // moves the child, so one unshared earlier would be rooted at the daemon's cgroup.
-            let result = sys::unshare(libc::CLONE_NEWCGROUP).and_then(|()| pid1(&plan));
+            let result = sys::unshare(libc::CLONE_NEWCGROUP).and_then(|()| pid1(&plan, attach));
             if let Err(e) = result {
                 report(&format!("error: {e}"));
                 sys::exit(1);
@@ -105,6 +108,28 @@ fn stage1(state_dir: &Path) -> SysResult<()> {
             Ok(())
         }
     }
+}
+
+/// The container's attach socket (`STATE_DIR/attach`, SOCK_SEQPACKET), listening, for
+/// skiff-init to serve. Bound through `/proc/self/fd/N/`, so a long state path cannot exceed
+/// the 108 bytes a socket address holds.
+fn attach_listener(state_dir: &Path) -> SysResult<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let path = state_dir.join(ATTACH_SOCKET);
+    let err = |call, e: rustix::io::Errno| io_err(call, &path, e.into());
+    let dir = open_path(state_dir, OFlags::PATH | OFlags::DIRECTORY)?;
+    let short = format!("/proc/self/fd/{}/{ATTACH_SOCKET}", dir.as_raw_fd());
+    let socket = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| err("socket", e))?;
+    let addr = SocketAddrUnix::new(short.as_str()).map_err(|e| err("socket address", e))?;
+    rustix::net::bind(&socket, &addr).map_err(|e| err("bind", e))?;
+    rustix::net::listen(&socket, 8).map_err(|e| err("listen", e))?;
+    Ok(socket)
 }
 
 pub(super) fn ns_flag(kind: NsKind) -> libc::c_int {
@@ -122,7 +147,7 @@ pub(super) fn open_path(path: &Path, flags: OFlags) -> SysResult<OwnedFd> {
 }
 
 /// PID 1 of the container: builds the rootfs, starts the workload, becomes skiff-init.
-fn pid1(plan: &SetupPlan) -> SysResult<()> {
+fn pid1(plan: &SetupPlan, attach: OwnedFd) -> SysResult<()> {
     sys::mount(
         None,
         OsStr::new("/"),
@@ -161,56 +186,120 @@ fn pid1(plan: &SetupPlan) -> SysResult<()> {
         sys::mount(None, OsStr::new("/"), None, flags, None)?;
     }
 
-    let (out_r, out_w) = sys::pipe()?;
-    let (err_r, err_w) = sys::pipe()?;
+    let io = WorkloadIo::new(plan)?;
     let workload = match sys::fork()? {
-        0 => workload(plan, &fifo, &out_w, &err_w),
+        0 => workload(plan, &fifo, &io.workload),
         pid => pid,
     };
-    drop((out_w, err_w, fifo));
-    become_init(workload, plan, [state, out_r, err_r, logs], &init)
+    drop(fifo);
+    let mut fds = vec![
+        (state, INIT_STATE_FD),
+        (io.init_out, INIT_STDOUT_FD),
+        (io.init_err, INIT_STDERR_FD),
+        (logs, INIT_LOG_DIR_FD),
+        (attach, INIT_ATTACH_FD),
+    ];
+    fds.extend(io.init_stdin.map(|fd| (fd, INIT_STDIN_FD)));
+    // The workload's ends (the pty slave above all: init must see EIO once the workload is
+    // gone) are dropped with `io.workload` here.
+    drop(io.workload);
+    become_init(workload, plan, fds, &init)
+}
+
+/// The workload's stdio and init's ends of it.
+struct WorkloadIo {
+    workload: StdioFds,
+    init_out: OwnedFd,
+    init_err: OwnedFd,
+    init_stdin: Option<OwnedFd>,
+}
+
+/// stdin, stdout and stderr of the workload; with a tty, all three are the pty slave, which
+/// also becomes its controlling terminal.
+struct StdioFds {
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    tty: bool,
+}
+
+impl WorkloadIo {
+    /// Made after pivot_root: a tty comes from the container's own devpts.
+    fn new(plan: &SetupPlan) -> SysResult<WorkloadIo> {
+        if plan.stdio.tty {
+            let (master, slave) = super::exec::open_pty()?;
+            let dup = |fd: &OwnedFd| sys::dup_above(fd.as_raw_fd(), 0);
+            return Ok(WorkloadIo {
+                workload: StdioFds {
+                    stdin: Some(dup(&slave)?),
+                    stdout: dup(&slave)?,
+                    stderr: slave,
+                    tty: true,
+                },
+                init_out: master,
+                // No separate stderr on a terminal: init reads end of file at once.
+                init_err: open_path(Path::new("/dev/null"), OFlags::RDONLY)?,
+                init_stdin: None,
+            });
+        }
+        let (out_r, out_w) = sys::pipe()?;
+        let (err_r, err_w) = sys::pipe()?;
+        let (stdin, init_stdin) = if plan.stdio.stdin {
+            let (r, w) = sys::pipe()?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
+        Ok(WorkloadIo {
+            workload: StdioFds {
+                stdin,
+                stdout: out_w,
+                stderr: err_w,
+                tty: false,
+            },
+            init_out: out_r,
+            init_err: err_r,
+            init_stdin,
+        })
+    }
 }
 
 /// Puts the init's fds in place and execs it.
 fn become_init(
     workload: i32,
     plan: &SetupPlan,
-    fds: [OwnedFd; 4],
+    fds: Vec<(OwnedFd, i32)>,
     init: &OwnedFd,
 ) -> SysResult<()> {
     // Move everything out of the way first so dup2 never clobbers an fd still needed
     // (the init binary's own fd included).
-    let high: Vec<OwnedFd> = fds
+    let high: Vec<(OwnedFd, i32)> = fds
         .iter()
-        .map(|fd| sys::dup_above(fd.as_raw_fd(), 100))
+        .map(|(fd, target)| sys::dup_above(fd.as_raw_fd(), 100).map(|h| (h, *target)))
         .collect::<SysResult<_>>()?;
     let init = sys::dup_above(init.as_raw_fd(), 100)?;
     let status = sys::dup_above(1, 100)?; // skiff-init says "ready" on it
     drop(fds);
-    let targets = [
-        INIT_STATE_FD,
-        INIT_STDOUT_FD,
-        INIT_STDERR_FD,
-        INIT_LOG_DIR_FD,
-    ];
-    for (fd, target) in high
-        .iter()
-        .chain([&status])
-        .zip(targets.into_iter().chain([INIT_STATUS_FD]))
-    {
-        sys::dup2(fd.as_raw_fd(), target)?;
+    for (fd, target) in high.iter().chain([(status, INIT_STATUS_FD)].iter()) {
+        sys::dup2(fd.as_raw_fd(), *target)?;
     }
     drop(high);
-    drop(status);
     let null = open_path(Path::new("/dev/null"), OFlags::RDWR)?;
     for target in 0..=2 {
         sys::dup2(null.as_raw_fd(), target)?;
     }
+    let flags = match (plan.stdio.tty, plan.stdio.stdin) {
+        (true, true) => "ti",
+        (true, false) => "t",
+        (false, true) => "i",
+        (false, false) => "-",
+    };
     let args = [
         sys::cstring("skiff-init")?,
         sys::cstring(workload.to_string())?,
         sys::cstring(&plan.log_name)?,
         sys::cstring(plan.log_max_bytes.to_string())?,
+        sys::cstring(flags)?,
     ];
     let error = sys::execveat(&init, &args);
     // stdout is /dev/null by now: leave the reason in the state directory for the daemon.
@@ -219,12 +308,12 @@ fn become_init(
 }
 
 /// The workload process: never returns.
-fn workload(plan: &SetupPlan, fifo: &OwnedFd, out: &OwnedFd, err: &OwnedFd) -> ! {
+fn workload(plan: &SetupPlan, fifo: &OwnedFd, io: &StdioFds) -> ! {
     let fail = |e: SysError| -> ! {
         let _ = writeln!(std::io::stderr(), "skiff: {e}");
         sys::exit(127)
     };
-    if let Err(e) = prepare_workload(plan, out, err) {
+    if let Err(e) = prepare_workload(plan, io) {
         fail(e);
     }
     // Block until the daemon starts the container (it opens the fifo for reading).
@@ -246,12 +335,24 @@ fn workload(plan: &SetupPlan, fifo: &OwnedFd, out: &OwnedFd, err: &OwnedFd) -> !
     fail(e)
 }
 
-fn prepare_workload(plan: &SetupPlan, out: &OwnedFd, err: &OwnedFd) -> SysResult<()> {
+fn prepare_workload(plan: &SetupPlan, io: &StdioFds) -> SysResult<()> {
+    sys::reset_signals();
     sys::setsid()?;
-    let null = open_path(Path::new("/dev/null"), OFlags::RDONLY)?;
-    sys::dup2(null.as_raw_fd(), 0)?;
-    sys::dup2(out.as_raw_fd(), 1)?;
-    sys::dup2(err.as_raw_fd(), 2)?;
+    if io.tty {
+        rustix::process::ioctl_tiocsctty(&io.stdout)
+            .map_err(|e| io_err("TIOCSCTTY", Path::new("pty"), e.into()))?;
+    }
+    let null;
+    let stdin = match &io.stdin {
+        Some(fd) => fd,
+        None => {
+            null = open_path(Path::new("/dev/null"), OFlags::RDONLY)?;
+            &null
+        }
+    };
+    sys::dup2(stdin.as_raw_fd(), 0)?;
+    sys::dup2(io.stdout.as_raw_fd(), 1)?;
+    sys::dup2(io.stderr.as_raw_fd(), 2)?;
     apply_process(&plan.process)
 }
 
@@ -307,12 +408,13 @@ pub(super) fn exec_args(p: &ProcessSpec) -> SysResult<(CString, Vec<CString>, Ve
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    let exe = find_executable(argv0, path_var).ok_or_else(|| {
-        io_err(
-            "exec",
-            Path::new(argv0),
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        )
+    let exe = find_executable(argv0, path_var).ok_or_else(|| SysError {
+        call: "exec",
+        subject: format!("{argv0:?}"),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "executable file not found in $PATH",
+        ),
     })?;
     let args = p
         .args

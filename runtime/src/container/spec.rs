@@ -35,6 +35,19 @@ pub struct ContainerSpec {
     pub privileged: bool,
     /// Where the container's CRI-format log goes: `dir/name`, rotated at `max_bytes`.
     pub log: LogSpec,
+    /// What `attach` reaches: the workload's stdin (a pipe init writes) and a terminal.
+    #[serde(default)]
+    pub stdio: StdioSpec,
+}
+
+/// The workload's stdin and terminal, as a Kubernetes container's `stdin`, `tty`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdioSpec {
+    /// stdin is a pipe that attached clients write (else /dev/null).
+    pub stdin: bool,
+    /// A pty is the workload's controlling terminal and stdin/stdout/stderr; init holds
+    /// the master (its output is logged as stdout).
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
-//! The container setup process's system calls: each wrapper names the call and its subject in
-//! the error, and every `unsafe` block is here with its reason. Only the setup process
-//! (single-threaded, fresh from exec) calls these.
+//! The container setup and exec helper processes' system calls: each wrapper names the call
+//! and its subject in the error, and every `unsafe` block is here with its reason. Only those
+//! processes (single-threaded, fresh from exec) call these, except [`place_fd`], which runs
+//! in a child between fork and exec.
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -324,6 +325,150 @@ pub fn write_file_at(dirfd: RawFd, name: &std::ffi::CStr, bytes: &[u8]) {
             libc::write(fd, bytes.as_ptr().cast(), bytes.len());
             libc::close(fd);
         }
+    }
+}
+
+/// Blocks `signals` for this (single-threaded) process and returns a signalfd that reads
+/// them. The mask is inherited by children: they call [`unblock_all_signals`] first.
+pub fn signalfd(signals: &[libc::c_int]) -> SysResult<OwnedFd> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t for these calls.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+    }
+    // SAFETY: set is valid; the old mask is not wanted.
+    let ret = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    check(ret, "sigprocmask", "SIG_BLOCK")?;
+    // SAFETY: set is valid; -1 asks for a new signalfd.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
+    let fd = check(fd, "signalfd", "")?;
+    // SAFETY: signalfd returned a fresh fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Gives every signal its default disposition and unblocks them all, as a container's
+/// process must start (runc does the same): the Rust runtime of the setup and exec helpers
+/// ignores SIGPIPE, and an ignored signal stays ignored across exec — a workload would then
+/// never die of a broken pipe (`yes | head` spins instead of ending).
+pub fn reset_signals() {
+    // The kernel's `struct sigaction` (x86_64), not glibc's: glibc's `signal()` refuses its
+    // own real-time signals 32 and 33, which arrive here ignored too.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads one kernel sigaction of the size passed (8 bytes of
+        // mask); SIG_DFL needs no restorer. The old action is not asked for.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &default as *const KernelSigaction,
+                std::ptr::null::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    unblock_all_signals();
+}
+
+/// Unblocks every signal (a child of a process that blocked some, before it execs).
+pub fn unblock_all_signals() {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is valid for both calls.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// The number of the next signal queued on a signalfd, if one is there.
+pub fn read_signal(fd: &OwnedFd) -> Option<libc::c_int> {
+    // SAFETY: signalfd_siginfo is plain data.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: reading at most one record into a buffer of exactly its size.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            size,
+        )
+    };
+    (n == size as isize).then_some(info.ssi_signo as libc::c_int)
+}
+
+/// Makes the calling process the leader of a new process group.
+pub fn setpgid_self() -> SysResult<()> {
+    // SAFETY: no memory is involved.
+    check(unsafe { libc::setpgid(0, 0) }, "setpgid", "").map(drop)
+}
+
+/// Reaps `pid` if it has ended: its wait status.
+pub fn wait_nohang(pid: libc::pid_t) -> Option<libc::c_int> {
+    let mut status = 0;
+    // SAFETY: waiting for our own child; status is a valid out-pointer.
+    let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    (ret == pid).then_some(status)
+}
+
+/// Sends `sig` to a process (`pid` > 0) or a process group (`pid` < 0); errors are ignored
+/// (the target may be gone).
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) {
+    // SAFETY: no memory is involved.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Sets close-on-exec on a raw fd this process inherited (e.g. fd 3 of the exec helper).
+pub fn set_cloexec(fd: RawFd) -> SysResult<()> {
+    // SAFETY: fcntl on an fd number; a bad one fails with EBADF.
+    let ret = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    check(ret, "fcntl", format!("F_SETFD {fd}")).map(drop)
+}
+
+/// Takes ownership of an fd this process inherited under a fixed number, if it is open.
+pub fn inherited_fd(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: F_GETFD only asks whether the number is an open fd.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the fd is open and, by the exec helper's interface, ours alone.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// In a child between fork and exec: puts `fd` at `target`, inheritable across exec. Only
+/// async-signal-safe calls (it runs in `Command::pre_exec`).
+pub fn place_fd(fd: RawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl/dup2 on fd numbers touch no memory.
+    let ret = unsafe {
+        if fd == target {
+            libc::fcntl(fd, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(fd, target)
+        }
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 

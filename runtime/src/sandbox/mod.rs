@@ -90,6 +90,12 @@ impl Sandboxes {
         self.dir.join(id)
     }
 
+    /// Where sandbox `id` under state root `root` pins its network namespace (whether or not
+    /// it has one), without opening the sandboxes.
+    pub fn netns_pin(root: &Path, id: &str) -> PathBuf {
+        root.join("sandboxes").join(id).join("net")
+    }
+
     fn pod_parent(&self) -> Parent {
         Parent::Below(self.cgroup_parent.clone())
     }

@@ -144,6 +144,7 @@ impl Node {
                 name: "0.log".into(),
                 max_bytes: 1 << 20,
             },
+            stdio: Default::default(),
         }
     }
 }
