@@ -7,6 +7,8 @@
 //! its maps from it, the DNS server its records.
 #![forbid(unsafe_code)]
 
+pub mod model;
+pub mod plan;
 pub mod state;
 
 pub use state::{ClusterState, ObjectKey};
