@@ -7,7 +7,9 @@
 //! its maps from it, the DNS server its records.
 #![forbid(unsafe_code)]
 
+pub mod dataplane;
 pub mod model;
+pub mod objects;
 pub mod plan;
 pub mod state;
 

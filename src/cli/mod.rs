@@ -4,6 +4,7 @@ mod controlplane;
 mod image;
 mod pod;
 mod progress;
+pub mod proxy;
 mod up;
 
 use std::path::PathBuf;
@@ -41,6 +42,9 @@ pub enum Command {
     /// Measure skiff against the usual tools, print figures, write JSON and a plot.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// The node's Service data plane (eBPF): program it from a file, show it, reset it.
+    #[command(subcommand)]
+    Proxy(proxy::ProxyCommand),
     /// Run the Kubernetes API server (HTTPS; writes DATA_DIR/kubeconfig) until SIGTERM.
     Apiserver(controlplane::ApiServerArgs),
     /// A single-node cluster: control plane and this node's kubelet, until SIGTERM.
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Image(cmd) => runtime.block_on(image::run(&cli.root, cmd)),
         Command::Pod(cmd) => pod::run(&cli.root, cmd),
+        Command::Proxy(cmd) => runtime.block_on(proxy::run(cmd)),
         Command::Bench(cmd) => runtime.block_on(crate::bench::run(cmd)),
         Command::Apiserver(args) => runtime.block_on(controlplane::run(args)),
         Command::Up(args) => runtime.block_on(up::up(args)),

@@ -1,0 +1,195 @@
+//! The data plane's maps in user space: the frontend and backend maps the plan writes (one
+//! bpf(2) call per op, through [`MapWriter`]), the node settings, and read-back of what they
+//! hold (after a restart, and for `skiff proxy show`).
+
+use std::path::Path;
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use skiff_ebpf::{
+    AffinityKey, AffinityValue, BackendKey, BackendValue, CtKey, CtValue, FrontendKey,
+    FrontendValue, LbConfig, SockKey, SockValue, maps,
+};
+
+use super::DataplaneError;
+use crate::plan::{MapContents, Op};
+
+/// Applies plan ops to maps; the kernel's maps, or a recording fake in tests.
+pub trait MapWriter {
+    fn apply(&mut self, op: &Op) -> Result<(), DataplaneError>;
+}
+
+/// Runs `ops` in order and stops at the first failure, returning how many were applied.
+pub fn execute(ops: &[Op], writer: &mut impl MapWriter) -> Result<usize, (usize, DataplaneError)> {
+    for (done, op) in ops.iter().enumerate() {
+        writer.apply(op).map_err(|e| (done, e))?;
+    }
+    Ok(ops.len())
+}
+
+/// Entries the programs keep on their own (connection state), by map.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StateCounts {
+    pub affinity: usize,
+    pub sockets: usize,
+    pub conntrack: usize,
+}
+
+pub struct Maps {
+    frontends: HashMap<MapData, FrontendKey, FrontendValue>,
+    backends: HashMap<MapData, BackendKey, BackendValue>,
+    config: Array<MapData, LbConfig>,
+    affinity: HashMap<MapData, AffinityKey, AffinityValue>,
+    sockets: HashMap<MapData, SockKey, SockValue>,
+    conntrack: HashMap<MapData, CtKey, CtValue>,
+}
+
+fn map_err(name: &'static str, what: &str) -> impl FnOnce(MapError) -> DataplaneError {
+    let what = what.to_string();
+    move |source| DataplaneError::Map { name, what, source }
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object (created, or re-opened from their pins).
+    pub fn from_ebpf(ebpf: &mut aya::Ebpf) -> Result<Maps, DataplaneError> {
+        Maps::from_source(|name| {
+            ebpf.take_map(name)
+                .ok_or(DataplaneError::MissingMap { name })
+        })
+    }
+
+    /// Opens the maps pinned below `pin_dir` without loading any program.
+    pub fn from_pins(pin_dir: &Path) -> Result<Maps, DataplaneError> {
+        Maps::from_source(|name| {
+            let data = MapData::from_pin(pin_dir.join("maps").join(name))
+                .map_err(map_err(name, "open pin (BPF_OBJ_GET)"))?;
+            Map::from_map_data(data).map_err(map_err(name, "map type"))
+        })
+    }
+
+    fn from_source(
+        mut take: impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+    ) -> Result<Maps, DataplaneError> {
+        Ok(Maps {
+            frontends: HashMap::try_from(take(maps::FRONTENDS)?)
+                .map_err(map_err(maps::FRONTENDS, "layout"))?,
+            backends: HashMap::try_from(take(maps::BACKENDS)?)
+                .map_err(map_err(maps::BACKENDS, "layout"))?,
+            config: Array::try_from(take(maps::CONFIG)?)
+                .map_err(map_err(maps::CONFIG, "layout"))?,
+            affinity: HashMap::try_from(take(maps::AFFINITY)?)
+                .map_err(map_err(maps::AFFINITY, "layout"))?,
+            sockets: HashMap::try_from(take(maps::SOCKETS)?)
+                .map_err(map_err(maps::SOCKETS, "layout"))?,
+            conntrack: HashMap::try_from(take(maps::CONNTRACK)?)
+                .map_err(map_err(maps::CONNTRACK, "layout"))?,
+        })
+    }
+
+    /// What the frontend and backend maps hold.
+    pub fn read_contents(&self) -> Result<MapContents, DataplaneError> {
+        let frontends = self
+            .frontends
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(maps::FRONTENDS, "iterate"))?;
+        let backends = self
+            .backends
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(maps::BACKENDS, "iterate"))?;
+        Ok(MapContents::from_entries(frontends, backends))
+    }
+
+    pub fn config(&self) -> Result<LbConfig, DataplaneError> {
+        self.config
+            .get(&0, 0)
+            .map_err(map_err(maps::CONFIG, "read"))
+    }
+
+    pub fn write_config(&mut self, config: LbConfig) -> Result<(), DataplaneError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(maps::CONFIG, "update (BPF_MAP_UPDATE_ELEM)"))
+    }
+
+    pub fn state_counts(&self) -> StateCounts {
+        StateCounts {
+            affinity: self.affinity.keys().count(),
+            sockets: self.sockets.keys().count(),
+            conntrack: self.conntrack.keys().count(),
+        }
+    }
+}
+
+impl MapWriter for Maps {
+    fn apply(&mut self, op: &Op) -> Result<(), DataplaneError> {
+        const UPDATE: &str = "update (BPF_MAP_UPDATE_ELEM)";
+        const DELETE: &str = "delete (BPF_MAP_DELETE_ELEM)";
+        let absent_ok = |r: Result<(), MapError>| match r {
+            Err(MapError::KeyNotFound) => Ok(()),
+            other => other,
+        };
+        match op {
+            Op::PutFrontend(k, v) => self
+                .frontends
+                .insert(k, v, 0)
+                .map_err(map_err(maps::FRONTENDS, UPDATE)),
+            Op::DeleteFrontend(k) => {
+                absent_ok(self.frontends.remove(k)).map_err(map_err(maps::FRONTENDS, DELETE))
+            }
+            Op::PutBackend(k, v) => self
+                .backends
+                .insert(k, v, 0)
+                .map_err(map_err(maps::BACKENDS, UPDATE)),
+            Op::DeleteBackend(k) => {
+                absent_ok(self.backends.remove(k)).map_err(map_err(maps::BACKENDS, DELETE))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records ops and fails at one of them.
+    struct Fake {
+        applied: Vec<Op>,
+        fail_at: usize,
+    }
+
+    impl MapWriter for Fake {
+        fn apply(&mut self, op: &Op) -> Result<(), DataplaneError> {
+            if self.applied.len() == self.fail_at {
+                return Err(DataplaneError::Config("injected".into()));
+            }
+            self.applied.push(*op);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn execute_stops_at_the_first_failure_and_says_how_far_it_got() {
+        let ops: Vec<Op> = (0..4)
+            .map(|i| {
+                Op::DeleteBackend(BackendKey {
+                    set_id: 1,
+                    index: i,
+                })
+            })
+            .collect();
+        let mut fake = Fake {
+            applied: vec![],
+            fail_at: 2,
+        };
+        let (done, err) = execute(&ops, &mut fake).unwrap_err();
+        assert_eq!(done, 2);
+        assert_eq!(fake.applied, ops[..2]);
+        assert!(err.to_string().contains("injected"));
+        let mut fake = Fake {
+            applied: vec![],
+            fail_at: usize::MAX,
+        };
+        assert_eq!(execute(&ops, &mut fake).unwrap(), 4);
+    }
+}
