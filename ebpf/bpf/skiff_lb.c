@@ -371,16 +371,16 @@ static __always_inline int reply_nat(struct __sk_buff *skb, struct pkt *p, struc
 	return 0;
 }
 
-/* Claims a reply entry for a SNATed flow: the client's own port when free, else random ones
- * in the configured range. Returns the port (network order) or 0. */
+/* Claims a reply entry for a SNATed flow: a random port of the configured range (kept apart
+ * from the kernel's ephemeral ports, so no socket of the node's own has the same 4-tuple).
+ * Returns the port (network order) or 0 when SNAT_PORT_TRIES ports were all taken. */
 static __always_inline __u16 snat_claim(struct pkt *p, struct backend_value *be,
 					const struct lb_config *cfg, struct ct_value *rev)
 {
 	__u32 span = (__u32)cfg->snat_port_max - cfg->snat_port_min + 1;
 
 	for (int i = 0; i < SNAT_PORT_TRIES; i++) {
-		__u16 port = i == 0 ? p->sport
-				    : bpf_htons(cfg->snat_port_min + bpf_get_prandom_u32() % span);
+		__u16 port = bpf_htons(cfg->snat_port_min + bpf_get_prandom_u32() % span);
 		struct ct_key rkey = {
 			.saddr = be->addr,
 			.daddr = cfg->node_addr,

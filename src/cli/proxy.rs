@@ -137,6 +137,7 @@ pub async fn run(cmd: ProxyCommand) -> Result<()> {
 
 async fn apply(args: ApplyArgs) -> Result<()> {
     let config = args.dataplane.config()?;
+    read_objects(&args.file)?; // a bad file fails before anything is loaded
     let mut dataplane = Dataplane::open(config).context("opening the data plane")?;
     let attach = dataplane.attach_report();
     if !attach.attached.is_empty() || !attach.removed.is_empty() {
@@ -200,6 +201,12 @@ fn apply_file(dataplane: &mut Dataplane, file: &Path) -> Result<(Option<SystemTi
         report.ops.backend_deletes
     );
     Ok((modified, report))
+}
+
+fn read_objects(file: &Path) -> Result<skiff_proxy::ClusterState> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    skiff_proxy::objects::parse(&text).with_context(|| file.display().to_string())
 }
 
 fn show(args: &ShowArgs) -> Result<()> {

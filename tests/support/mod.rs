@@ -2,6 +2,7 @@
 //! images, and deciding whether a privileged test may run.
 #![allow(dead_code)]
 
+pub mod netlab;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};
