@@ -145,8 +145,9 @@ impl Model {
     pub fn build(state: &ClusterState, node: &NodeInfo) -> Model {
         let mut model = Model::default();
         let mut claimed: BTreeMap<(Ipv4Addr, u16, Protocol), ServicePortKey> = BTreeMap::new();
+        let by_service = slices_by_service(state);
         for (key, service) in &state.services {
-            let slices: Vec<&EndpointSlice> = state.slices_of(key).collect();
+            let slices = by_service.get(key).map(Vec::as_slice).unwrap_or(&[]);
             for port in service.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
                 let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else {
                     model.warnings.push(format!(
@@ -161,7 +162,7 @@ impl Model {
                     port: port.name.clone().unwrap_or_default(),
                     protocol,
                 };
-                let Some(mut sp) = service_port(service, port, &slices, node, &mut model.warnings)
+                let Some(mut sp) = service_port(service, port, slices, node, &mut model.warnings)
                 else {
                     continue;
                 };
@@ -186,6 +187,24 @@ impl Model {
         }
         model
     }
+}
+
+/// Every Service's EndpointSlices (by the `kubernetes.io/service-name` label), in one pass.
+fn slices_by_service(state: &ClusterState) -> BTreeMap<ObjectKey, Vec<&EndpointSlice>> {
+    let mut out: BTreeMap<ObjectKey, Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in state.slices.values() {
+        let service = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::state::SERVICE_NAME_LABEL));
+        if let (Some(ns), Some(service)) = (slice.metadata.namespace.as_ref(), service) {
+            out.entry(ObjectKey::new(ns.clone(), service.clone()))
+                .or_default()
+                .push(slice);
+        }
+    }
+    out
 }
 
 /// One Service port's frontends and backends; None when the Service serves no address

@@ -25,6 +25,13 @@ pub enum DataplaneError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("map {name}: {call}")]
+    Batch {
+        name: &'static str,
+        call: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("program {name}: {what}")]
     Program {
         name: &'static str,

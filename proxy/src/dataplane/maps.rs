@@ -2,6 +2,7 @@
 //! bpf(2) call per op, through [`MapWriter`]), the node settings, and read-back of what they
 //! hold (after a restart, and for `skiff proxy show`).
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError};
@@ -10,20 +11,32 @@ use skiff_ebpf::{
     FrontendValue, LbConfig, SockKey, SockValue, maps,
 };
 
-use super::DataplaneError;
+use super::{DataplaneError, sys};
 use crate::plan::{MapContents, Op};
 
 /// Applies plan ops to maps; the kernel's maps, or a recording fake in tests.
 pub trait MapWriter {
     fn apply(&mut self, op: &Op) -> Result<(), DataplaneError>;
+
+    /// Applies a run of ops of one kind (one phase of a plan: their order within the run
+    /// does not matter). Returns how many were applied when it fails.
+    fn apply_run(&mut self, run: &[Op]) -> Result<(), (usize, DataplaneError)> {
+        for (done, op) in run.iter().enumerate() {
+            self.apply(op).map_err(|e| (done, e))?;
+        }
+        Ok(())
+    }
 }
 
-/// Runs `ops` in order and stops at the first failure, returning how many were applied.
+/// Runs `ops` in order, a run of same-kind ops at a time, and stops at the first failure,
+/// returning how many were applied.
 pub fn execute(ops: &[Op], writer: &mut impl MapWriter) -> Result<usize, (usize, DataplaneError)> {
-    for (done, op) in ops.iter().enumerate() {
-        writer.apply(op).map_err(|e| (done, e))?;
+    let mut done = 0;
+    for run in ops.chunk_by(|a, b| std::mem::discriminant(a) == std::mem::discriminant(b)) {
+        writer.apply_run(run).map_err(|(n, e)| (done + n, e))?;
+        done += run.len();
     }
-    Ok(ops.len())
+    Ok(done)
 }
 
 /// Entries the programs keep on their own (connection state), by map.
@@ -35,6 +48,9 @@ pub struct StateCounts {
 }
 
 pub struct Maps {
+    // Descriptors of the two maps plans write, for batched writes (sys.rs).
+    frontends_fd: OwnedFd,
+    backends_fd: OwnedFd,
     frontends: HashMap<MapData, FrontendKey, FrontendValue>,
     backends: HashMap<MapData, BackendKey, BackendValue>,
     config: Array<MapData, LbConfig>,
@@ -69,11 +85,13 @@ impl Maps {
     fn from_source(
         mut take: impl FnMut(&'static str) -> Result<Map, DataplaneError>,
     ) -> Result<Maps, DataplaneError> {
+        let (frontends, frontends_fd) = with_fd(take(maps::FRONTENDS)?, maps::FRONTENDS)?;
+        let (backends, backends_fd) = with_fd(take(maps::BACKENDS)?, maps::BACKENDS)?;
         Ok(Maps {
-            frontends: HashMap::try_from(take(maps::FRONTENDS)?)
-                .map_err(map_err(maps::FRONTENDS, "layout"))?,
-            backends: HashMap::try_from(take(maps::BACKENDS)?)
-                .map_err(map_err(maps::BACKENDS, "layout"))?,
+            frontends_fd,
+            backends_fd,
+            frontends: HashMap::try_from(frontends).map_err(map_err(maps::FRONTENDS, "layout"))?,
+            backends: HashMap::try_from(backends).map_err(map_err(maps::BACKENDS, "layout"))?,
             config: Array::try_from(take(maps::CONFIG)?)
                 .map_err(map_err(maps::CONFIG, "layout"))?,
             affinity: HashMap::try_from(take(maps::AFFINITY)?)
@@ -121,7 +139,85 @@ impl Maps {
     }
 }
 
+/// A hash map and a descriptor of it of our own.
+fn with_fd(map: Map, name: &'static str) -> Result<(Map, OwnedFd), DataplaneError> {
+    let fd = match &map {
+        Map::HashMap(data) => data.fd().as_fd().try_clone_to_owned(),
+        _ => {
+            return Err(DataplaneError::Config(format!(
+                "map {name} is not a hash map"
+            )));
+        }
+    };
+    let fd = fd.map_err(|source| DataplaneError::Batch {
+        name,
+        call: "dup",
+        source,
+    })?;
+    Ok((map, fd))
+}
+
 impl MapWriter for Maps {
+    fn apply_run(&mut self, run: &[Op]) -> Result<(), (usize, DataplaneError)> {
+        let batch_err = |name: &'static str| {
+            move |e: sys::BatchError| {
+                (
+                    e.done,
+                    DataplaneError::Batch {
+                        name,
+                        call: e.call,
+                        source: e.error,
+                    },
+                )
+            }
+        };
+        match run.first() {
+            None => Ok(()),
+            Some(Op::PutFrontend(..)) => {
+                let (keys, values): (Vec<_>, Vec<_>) = run
+                    .iter()
+                    .filter_map(|op| match op {
+                        Op::PutFrontend(k, v) => Some((*k, *v)),
+                        _ => None,
+                    })
+                    .unzip();
+                sys::update_batch(self.frontends_fd.as_fd(), &keys, &values)
+                    .map_err(batch_err(maps::FRONTENDS))
+            }
+            Some(Op::PutBackend(..)) => {
+                let (keys, values): (Vec<_>, Vec<_>) = run
+                    .iter()
+                    .filter_map(|op| match op {
+                        Op::PutBackend(k, v) => Some((*k, *v)),
+                        _ => None,
+                    })
+                    .unzip();
+                sys::update_batch(self.backends_fd.as_fd(), &keys, &values)
+                    .map_err(batch_err(maps::BACKENDS))
+            }
+            Some(Op::DeleteFrontend(..)) => {
+                let keys: Vec<FrontendKey> = run
+                    .iter()
+                    .filter_map(|op| match op {
+                        Op::DeleteFrontend(k) => Some(*k),
+                        _ => None,
+                    })
+                    .collect();
+                delete_all(self.frontends_fd.as_fd(), &keys).map_err(batch_err(maps::FRONTENDS))
+            }
+            Some(Op::DeleteBackend(..)) => {
+                let keys: Vec<BackendKey> = run
+                    .iter()
+                    .filter_map(|op| match op {
+                        Op::DeleteBackend(k) => Some(*k),
+                        _ => None,
+                    })
+                    .collect();
+                delete_all(self.backends_fd.as_fd(), &keys).map_err(batch_err(maps::BACKENDS))
+            }
+        }
+    }
+
     fn apply(&mut self, op: &Op) -> Result<(), DataplaneError> {
         const UPDATE: &str = "update (BPF_MAP_UPDATE_ELEM)";
         const DELETE: &str = "delete (BPF_MAP_DELETE_ELEM)";
@@ -146,6 +242,22 @@ impl MapWriter for Maps {
             }
         }
     }
+}
+
+/// Deletes every key; a key already absent is skipped, not an error.
+fn delete_all<K: Copy>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<(), sys::BatchError> {
+    let mut at = 0;
+    while at < keys.len() {
+        match sys::delete_batch(fd, &keys[at..]) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.error.raw_os_error() == Some(libc::ENOENT) => at += e.done + 1,
+            Err(mut e) => {
+                e.done += at;
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod attach;
 mod bpffs;
 mod error;
 mod maps;
+mod sys;
 
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
@@ -23,7 +24,7 @@ pub use error::DataplaneError;
 pub use maps::{MapWriter, Maps, StateCounts, execute};
 
 use crate::model::{Model, NodeInfo};
-use crate::plan::{self, MapContents, OpCounts};
+use crate::plan::{self, MapContents, OpCounts, Plan};
 use crate::state::ClusterState;
 
 /// Where and how the data plane runs on this node.
@@ -149,7 +150,24 @@ impl Dataplane {
 
     /// [`Dataplane::sync`] from a model already built.
     pub fn apply(&mut self, model: &Model) -> Result<SyncReport, DataplaneError> {
-        let plan = plan::plan(model, &self.contents);
+        let plan = self.plan(model);
+        let ops = self.execute(plan)?;
+        Ok(SyncReport {
+            service_ports: model.ports.len(),
+            frontends: self.contents.frontends.len(),
+            backend_slots: self.contents.backend_slots(),
+            ops,
+            warnings: model.warnings.clone(),
+        })
+    }
+
+    /// The writes that make the maps serve `model` (nothing is written yet).
+    pub fn plan(&self, model: &Model) -> Plan {
+        plan::plan(model, &self.contents)
+    }
+
+    /// Applies a plan made by [`Dataplane::plan`] against the current contents.
+    pub fn execute(&mut self, plan: Plan) -> Result<OpCounts, DataplaneError> {
         if let Err((done, err)) = execute(&plan.ops, &mut self.maps) {
             // The maps are part way: learn what they hold so the next sync starts right.
             tracing::warn!(done, total = plan.ops.len(), "sync failed part way: {err}");
@@ -158,13 +176,7 @@ impl Dataplane {
         }
         let ops = plan.counts();
         self.contents = plan.next;
-        Ok(SyncReport {
-            service_ports: model.ports.len(),
-            frontends: self.contents.frontends.len(),
-            backend_slots: self.contents.backend_slots(),
-            ops,
-            warnings: model.warnings.clone(),
-        })
+        Ok(ops)
     }
 
     /// What the frontend and backend maps hold.
