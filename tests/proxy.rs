@@ -437,7 +437,8 @@ fn removing_a_backend_stops_new_connections_while_an_established_one_finishes() 
 }
 
 #[test]
-fn nodeport_from_another_host_reaches_a_pod_on_the_other_node_and_local_policy_keeps_the_client() {
+fn nodeport_and_lb_from_another_host_reach_a_pod_on_the_other_node_and_local_policy_keeps_the_client()
+ {
     if !ready() {
         return;
     }
@@ -463,8 +464,17 @@ fn nodeport_from_another_host_reaches_a_pod_on_the_other_node_and_local_policy_k
             "nolocal",
             "{type: NodePort, clusterIP: 10.96.0.32, externalTrafficPolicy: Local, ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30082}]}",
         )
-        + &slice("nolocal", "http", "TCP", 8080, &[(Q1, "node2", true)]);
+        + &slice("nolocal", "http", "TCP", 8080, &[(Q1, "node2", true)])
+        + "apiVersion: v1\nkind: Service\nmetadata: {name: lb, namespace: default}\n\
+           spec: {type: LoadBalancer, clusterIP: 10.96.0.33, externalIPs: [198.51.100.11], \
+           ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30083}]}\n\
+           status: {loadBalancer: {ingress: [{ip: 198.51.100.10}]}}\n---\n"
+        + &slice("lb", "http", "TCP", 8080, &[(Q1, "node2", true)]);
     c.apply(&objects);
+    // The outside host reaches LoadBalancer and external IPs through node 1 (what an LB or
+    // an ARP/BGP announcement would arrange).
+    c.lab
+        .ip("host", &["route", "add", "198.51.100.0/24", "via", NODE1]);
 
     // Through tc on node 1: DNAT to q1 on node 2, SNAT to node 1's address.
     let v = c.outside(&["http", "20", NODE1, "30080", "/cgi-bin/who"]);
@@ -503,6 +513,13 @@ fn nodeport_from_another_host_reaches_a_pod_on_the_other_node_and_local_policy_k
         !v["errnos"].as_array().unwrap().contains(&Value::from(0)),
         "{v}"
     );
+
+    // LoadBalancer ingress IP and externalIP, through tc the same way.
+    for ip in ["198.51.100.10", "198.51.100.11"] {
+        let v = c.outside(&["http", "5", ip, "80", "/"]);
+        assert_eq!(count(&v, "q1"), 5, "{ip}: {v}");
+        assert_eq!(v["peer"], serde_json::json!([ip, 80]), "{v}");
+    }
 
     // The same NodePort from the node itself (socket path, not tc).
     let v = c.client(&["http", "5", NODE1, "30080", "/cgi-bin/who"]);
@@ -597,4 +614,80 @@ fn bad_objects_are_one_line_errors() {
         .args(["proxy", "reset", "--pin-dir"])
         .arg(dir.path().join("bpf"))
         .status();
+}
+
+#[test]
+fn replacing_the_programs_keeps_traffic_flowing_and_leaves_one_attachment_each() {
+    if !ready() || !support::privileged_with(&["bpftool"]) {
+        return;
+    }
+    let mut c = Cluster::new();
+    for pod in ["p1", "p2"] {
+        c.httpd(pod);
+    }
+    let objects = service(
+        "web",
+        "{type: NodePort, clusterIP: 10.96.0.10, ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]}",
+    ) + &slice(
+        "web",
+        "http",
+        "TCP",
+        8080,
+        &[(P1, "node1", true), (P2, "node1", true)],
+    );
+    c.apply(&objects);
+
+    let client = script("netclient.py");
+    let client = client.to_str().unwrap();
+    let stop = c.lab.dir.path().join("stop");
+    let stop = stop.to_str().unwrap();
+    let inside = c
+        .lab
+        .in_cgroup(
+            "node1",
+            &["python3", client, "loop", "10.96.0.10", "80", stop],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let outside = c
+        .lab
+        .cmd("host", &["python3", client, "loop", NODE1, "30080", stop])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Another build's programs: without their program pins, the running links no longer
+    // count as this build's, and every attachment is replaced in place.
+    for entry in std::fs::read_dir(c.pin_dir.join("progs")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let stderr = c.apply(&objects);
+    assert_eq!(
+        stderr.matches("@cgroup-").count() + stderr.matches("@tc-").count(),
+        6,
+        "{stderr}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(stop, "").unwrap();
+    for (name, child) in [("in the cgroup", inside), ("from outside", outside)] {
+        let v = json(&child.wait_with_output().unwrap());
+        assert_eq!(v["errors"], Value::Array(vec![]), "{name}: {v}");
+        assert!(v["ok"].as_u64().unwrap() >= 10, "{name}: {v}");
+    }
+    // One program per hook on the cgroup: the old links went with their pins.
+    let cgroup = c.lab.cgroup();
+    let shown = run(Command::new("bpftool")
+        .arg("cgroup")
+        .arg("show")
+        .arg(&cgroup));
+    for hook in [
+        "skiff_connect4",
+        "skiff_sendmsg4",
+        "skiff_recvmsg4",
+        "skiff_getpeer4",
+    ] {
+        assert_eq!(shown.matches(hook).count(), 1, "{hook}: {shown}");
+    }
 }
