@@ -256,15 +256,15 @@ fn service_port(
     {
         add(ip, service_port, FrontendKind::LoadBalancer);
     }
-    if matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer")) {
-        if let Some(node_port) = port.node_port.and_then(to_port) {
-            for addr in &node.addresses {
-                frontends.push(Frontend {
-                    addr: *addr,
-                    port: node_port,
-                    kind: FrontendKind::NodePort,
-                });
-            }
+    if matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"))
+        && let Some(node_port) = port.node_port.and_then(to_port)
+    {
+        for addr in &node.addresses {
+            frontends.push(Frontend {
+                addr: *addr,
+                port: node_port,
+                kind: FrontendKind::NodePort,
+            });
         }
     }
     frontends.sort();

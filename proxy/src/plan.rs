@@ -279,13 +279,12 @@ impl Group<'_> {
         if slots.is_empty() {
             return 0;
         }
-        if let Some(id) = current_id {
-            if self.current.sets.get(&id).map(Vec::as_slice) == Some(slots)
-                && set_ids.claim(id, claimed_sets)
-            {
-                next.sets.insert(id, slots.to_vec());
-                return id;
-            }
+        if let Some(id) = current_id
+            && self.current.sets.get(&id).map(Vec::as_slice) == Some(slots)
+            && set_ids.claim(id, claimed_sets)
+        {
+            next.sets.insert(id, slots.to_vec());
+            return id;
         }
         let id = set_ids.fresh();
         claimed_sets.insert(id);

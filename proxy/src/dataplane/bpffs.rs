@@ -24,10 +24,9 @@ pub fn is_bpffs(path: &Path) -> bool {
 pub fn ensure(pin_dir: &Path) -> Result<(), DataplaneError> {
     if !is_bpffs(pin_dir) {
         let parent = pin_dir.parent().unwrap_or(Path::new("/"));
-        let target: PathBuf = if parent == Path::new(SYS_FS_BPF) && !is_bpffs(parent) {
+        // Right below /sys/fs/bpf, or below a bpffs: the directory is made below it.
+        let target: PathBuf = if parent == Path::new(SYS_FS_BPF) || is_bpffs(parent) {
             parent.to_path_buf()
-        } else if is_bpffs(parent) {
-            parent.to_path_buf() // a subdirectory is made below
         } else {
             std::fs::create_dir_all(pin_dir).map_err(DataplaneError::io(pin_dir, "mkdir"))?;
             pin_dir.to_path_buf()

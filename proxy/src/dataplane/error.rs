@@ -13,7 +13,7 @@ pub enum DataplaneError {
         source: std::io::Error,
     },
     #[error("loading the BPF object")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("map {name} is not in the BPF object")]
     MissingMap { name: &'static str },
     #[error("program {name} is not in the BPF object")]

@@ -20,9 +20,9 @@ pub trait MapWriter {
 
     /// Applies a run of ops of one kind (one phase of a plan: their order within the run
     /// does not matter). Returns how many were applied when it fails.
-    fn apply_run(&mut self, run: &[Op]) -> Result<(), (usize, DataplaneError)> {
+    fn apply_run(&mut self, run: &[Op]) -> Result<(), (usize, Box<DataplaneError>)> {
         for (done, op) in run.iter().enumerate() {
-            self.apply(op).map_err(|e| (done, e))?;
+            self.apply(op).map_err(|e| (done, Box::new(e)))?;
         }
         Ok(())
     }
@@ -30,7 +30,10 @@ pub trait MapWriter {
 
 /// Runs `ops` in order, a run of same-kind ops at a time, and stops at the first failure,
 /// returning how many were applied.
-pub fn execute(ops: &[Op], writer: &mut impl MapWriter) -> Result<usize, (usize, DataplaneError)> {
+pub fn execute(
+    ops: &[Op],
+    writer: &mut impl MapWriter,
+) -> Result<usize, (usize, Box<DataplaneError>)> {
     let mut done = 0;
     for run in ops.chunk_by(|a, b| std::mem::discriminant(a) == std::mem::discriminant(b)) {
         writer.apply_run(run).map_err(|(n, e)| (done + n, e))?;
@@ -158,16 +161,16 @@ fn with_fd(map: Map, name: &'static str) -> Result<(Map, OwnedFd), DataplaneErro
 }
 
 impl MapWriter for Maps {
-    fn apply_run(&mut self, run: &[Op]) -> Result<(), (usize, DataplaneError)> {
+    fn apply_run(&mut self, run: &[Op]) -> Result<(), (usize, Box<DataplaneError>)> {
         let batch_err = |name: &'static str| {
             move |e: sys::BatchError| {
                 (
                     e.done,
-                    DataplaneError::Batch {
+                    Box::new(DataplaneError::Batch {
                         name,
                         call: e.call,
                         source: e.error,
-                    },
+                    }),
                 )
             }
         };

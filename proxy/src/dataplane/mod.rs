@@ -126,7 +126,7 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(config.pin_dir.join("maps"))
             .load(skiff_ebpf::OBJECT)
-            .map_err(DataplaneError::Load)?;
+            .map_err(|e| DataplaneError::Load(Box::new(e)))?;
         let mut maps = Maps::from_ebpf(&mut ebpf)?;
         maps.write_config(lb_config)?;
         let contents = maps.read_contents()?;
@@ -172,7 +172,7 @@ impl Dataplane {
             // The maps are part way: learn what they hold so the next sync starts right.
             tracing::warn!(done, total = plan.ops.len(), "sync failed part way: {err}");
             self.contents = self.maps.read_contents()?;
-            return Err(err);
+            return Err(*err);
         }
         let ops = plan.counts();
         self.contents = plan.next;
