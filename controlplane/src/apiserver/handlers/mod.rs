@@ -43,6 +43,8 @@ pub struct AppState {
     pub services: Arc<ServiceAllocator>,
     /// Request counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Watch lines rendered once for every watcher.
+    pub watch_lines: Arc<super::watchcache::LineCache>,
 }
 
 /// A JSON response with `code`.
