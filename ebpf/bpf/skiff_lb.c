@@ -45,10 +45,10 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SKIFF_MAX_BACKENDS);
+	__uint(max_entries, SKIFF_MAX_BACKEND_CHUNKS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct backend_key);
-	__type(value, struct backend_value);
+	__type(value, struct backend_chunk);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } skiff_backends SEC(".maps");
 
@@ -88,12 +88,12 @@ struct {
 
 static __always_inline int backend_at(__u32 set_id, __u32 index, struct backend_value *out)
 {
-	struct backend_key key = { .set_id = set_id, .index = index };
-	struct backend_value *b = bpf_map_lookup_elem(&skiff_backends, &key);
+	struct backend_key key = { .set_id = set_id, .chunk = index / SKIFF_CHUNK };
+	struct backend_chunk *c = bpf_map_lookup_elem(&skiff_backends, &key);
 
-	if (!b)
+	if (!c)
 		return -EAGAIN;
-	*out = *b;
+	*out = c->slot[index & (SKIFF_CHUNK - 1)];
 	return 0;
 }
 

@@ -15,10 +15,14 @@
 /* Capacities. Hash maps without preallocation take memory per entry in use, so the limits
  * are ceilings, not costs. */
 #define SKIFF_MAX_FRONTENDS 262144
-#define SKIFF_MAX_BACKENDS 1048576
+#define SKIFF_MAX_BACKEND_CHUNKS 131072 /* × SKIFF_CHUNK backends */
 #define SKIFF_MAX_AFFINITY 65536
 #define SKIFF_MAX_SOCKETS 262144
 #define SKIFF_MAX_CONNTRACK 262144
+
+/* Backends per backend map entry: a set of n backends is ceil(n / SKIFF_CHUNK) entries, so
+ * programming 10,000 Services × 10 endpoints is 10,000 backend writes, not 100,000. */
+#define SKIFF_CHUNK 16
 
 /* Backends the affinity check scans for a remembered backend after its set changed. */
 #define SKIFF_AFFINITY_SCAN 64
@@ -50,8 +54,8 @@ struct frontend_key {
  * so a reader holds either the old or the new value, never a mix). */
 struct frontend_value {
 	__u32 svc_id;          /* the Service port: affinity is kept per svc_id */
-	__u32 set_id;          /* backends {set_id, 0..count} */
-	__u32 local_set_id;    /* backends {local_set_id, 0..local_count}: this node's only */
+	__u32 set_id;          /* backends 0..count of set set_id */
+	__u32 local_set_id;    /* backends 0..local_count of set local_set_id: this node's only */
 	__u16 count;
 	__u16 local_count;
 	__u16 flags;           /* SKIFF_FE_* */
@@ -59,11 +63,12 @@ struct frontend_value {
 	__u32 affinity_timeout; /* seconds */
 };
 
-/* One slot of a backend set. Sets are written whole before a frontend points at them and
- * are never changed while in use: a new set gets a fresh set_id. */
+/* A chunk of a backend set: backend i of the set is chunk i / SKIFF_CHUNK, slot
+ * i % SKIFF_CHUNK. Sets are written whole before a frontend points at them and are never
+ * changed while in use: a new set gets a fresh set_id. */
 struct backend_key {
 	__u32 set_id;
-	__u32 index;
+	__u32 chunk;
 };
 
 struct backend_value {
@@ -71,6 +76,11 @@ struct backend_value {
 	__u16 port;
 	__u8 flags; /* SKIFF_BE_* */
 	__u8 pad;
+};
+
+/* Slots past the set's count are zero. */
+struct backend_chunk {
+	struct backend_value slot[SKIFF_CHUNK];
 };
 
 /* Session affinity: the backend a client last used for a Service port. client is the

@@ -48,7 +48,9 @@ pub mod programs {
 }
 
 pub const MAX_FRONTENDS: u32 = 262_144;
-pub const MAX_BACKENDS: u32 = 1_048_576;
+pub const MAX_BACKEND_CHUNKS: u32 = 131_072;
+/// Backends per backend map entry (`SKIFF_CHUNK`).
+pub const CHUNK: usize = 16;
 
 /// `frontend_value.flags`
 pub const FE_EXTERNAL: u16 = 0x1;
@@ -108,12 +110,20 @@ pub struct FrontendValue {
     pub affinity_timeout: u32,
 }
 
-/// `struct backend_key`: one slot of a backend set.
+/// `struct backend_key`: one chunk of a backend set (backends
+/// `chunk * CHUNK .. (chunk + 1) * CHUNK`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct BackendKey {
     pub set_id: u32,
-    pub index: u32,
+    pub chunk: u32,
+}
+
+/// `struct backend_chunk`: [`CHUNK`] backends; slots past the set's count are zero.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct BackendChunk {
+    pub slot: [BackendValue; CHUNK],
 }
 
 /// `struct backend_value`
@@ -237,7 +247,8 @@ layouts! {
     FrontendValue = "frontend_value" {
         svc_id, set_id, local_set_id, count, local_count, flags, pad, affinity_timeout
     },
-    BackendKey = "backend_key" { set_id, index },
+    BackendKey = "backend_key" { set_id, chunk },
+    BackendChunk = "backend_chunk" { slot },
     BackendValue = "backend_value" { addr, port, flags, pad },
     AffinityKey = "affinity_key" { client, svc_id, pad },
     AffinityValue = "affinity_value" { last_ns, set_id, index, addr, port, pad },

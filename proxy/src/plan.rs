@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use skiff_ebpf::{BackendKey, BackendValue, FrontendKey, FrontendValue};
+use skiff_ebpf::{BackendChunk, BackendKey, BackendValue, CHUNK, FrontendKey, FrontendValue};
 
 use crate::model::{Backend, FrontendKind, Model, ServicePort, ServicePortKey};
 
@@ -17,27 +17,28 @@ use crate::model::{Backend, FrontendKind, Model, ServicePort, ServicePortKey};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MapContents {
     pub frontends: BTreeMap<FrontendKey, FrontendValue>,
-    /// Backend sets by id, slots in index order. Set id 0 is the empty set and is not stored.
+    /// Backend sets by id: their slots in order, padded with zero slots to whole chunks of
+    /// [`CHUNK`] (as the map stores them). Set id 0 is the empty set and is not stored.
     pub sets: BTreeMap<u32, Vec<BackendValue>>,
-    /// Slots found beyond a gap in their set (a sync cut short): deleted by the next plan.
+    /// Chunks found beyond a gap in their set (a sync cut short): deleted by the next plan.
     pub stray: BTreeSet<BackendKey>,
 }
 
 impl MapContents {
-    /// Groups backend map entries into sets; slots after a missing index are stray.
+    /// Groups backend map entries into sets; chunks after a missing one are stray.
     pub fn from_entries(
         frontends: impl IntoIterator<Item = (FrontendKey, FrontendValue)>,
-        backends: impl IntoIterator<Item = (BackendKey, BackendValue)>,
+        backends: impl IntoIterator<Item = (BackendKey, BackendChunk)>,
     ) -> MapContents {
-        let mut slots: BTreeMap<BackendKey, BackendValue> = backends.into_iter().collect();
+        let chunks: BTreeMap<BackendKey, BackendChunk> = backends.into_iter().collect();
         let mut out = MapContents {
             frontends: frontends.into_iter().collect(),
             ..MapContents::default()
         };
-        for (key, value) in std::mem::take(&mut slots) {
+        for (key, chunk) in chunks {
             let set = out.sets.entry(key.set_id).or_default();
-            if key.index as usize == set.len() {
-                set.push(value);
+            if key.chunk as usize * CHUNK == set.len() {
+                set.extend_from_slice(&chunk.slot);
             } else {
                 out.stray.insert(key);
             }
@@ -45,16 +46,45 @@ impl MapContents {
         out
     }
 
-    /// Backend slots stored.
+    /// Backends stored (padding slots not counted).
     pub fn backend_slots(&self) -> usize {
-        self.sets.values().map(Vec::len).sum()
+        self.sets
+            .values()
+            .flatten()
+            .filter(|b| **b != BackendValue::default())
+            .count()
     }
+}
+
+/// A set's slots padded with zero slots to whole chunks.
+fn padded(slots: &[BackendValue]) -> Vec<BackendValue> {
+    let mut out = slots.to_vec();
+    out.resize(slots.len().div_ceil(CHUNK) * CHUNK, BackendValue::default());
+    out
+}
+
+/// The map entries of a padded set.
+fn chunks(
+    set_id: u32,
+    padded: &[BackendValue],
+) -> impl Iterator<Item = (BackendKey, BackendChunk)> + '_ {
+    padded.chunks(CHUNK).enumerate().map(move |(i, slots)| {
+        let mut chunk = BackendChunk::default();
+        chunk.slot.copy_from_slice(slots);
+        (
+            BackendKey {
+                set_id,
+                chunk: i as u32,
+            },
+            chunk,
+        )
+    })
 }
 
 /// One map write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    PutBackend(BackendKey, BackendValue),
+    PutBackend(BackendKey, BackendChunk),
     PutFrontend(FrontendKey, FrontendValue),
     DeleteFrontend(FrontendKey),
     DeleteBackend(BackendKey),
@@ -157,10 +187,10 @@ pub fn plan(model: &Model, current: &MapContents) -> Plan {
     }
     for (set_id, slots) in &current.sets {
         if !next.sets.contains_key(set_id) {
-            ops.extend((0..slots.len() as u32).map(|index| {
+            ops.extend((0..slots.len().div_ceil(CHUNK) as u32).map(|chunk| {
                 Op::DeleteBackend(BackendKey {
                     set_id: *set_id,
-                    index,
+                    chunk,
                 })
             }));
         }
@@ -279,25 +309,18 @@ impl Group<'_> {
         if slots.is_empty() {
             return 0;
         }
+        let padded = padded(slots);
         if let Some(id) = current_id
-            && self.current.sets.get(&id).map(Vec::as_slice) == Some(slots)
+            && self.current.sets.get(&id) == Some(&padded)
             && set_ids.claim(id, claimed_sets)
         {
-            next.sets.insert(id, slots.to_vec());
+            next.sets.insert(id, padded);
             return id;
         }
         let id = set_ids.fresh();
         claimed_sets.insert(id);
-        puts.extend(slots.iter().enumerate().map(|(index, value)| {
-            Op::PutBackend(
-                BackendKey {
-                    set_id: id,
-                    index: index as u32,
-                },
-                *value,
-            )
-        }));
-        next.sets.insert(id, slots.to_vec());
+        puts.extend(chunks(id, &padded).map(|(k, v)| Op::PutBackend(k, v)));
+        next.sets.insert(id, padded);
         id
     }
 }

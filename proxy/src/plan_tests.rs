@@ -11,7 +11,7 @@ use crate::state::ObjectKey;
 #[derive(Default)]
 struct Kernel {
     frontends: BTreeMap<FrontendKey, FrontendValue>,
-    backends: BTreeMap<BackendKey, BackendValue>,
+    backends: BTreeMap<BackendKey, BackendChunk>,
 }
 
 impl Kernel {
@@ -50,10 +50,14 @@ impl Kernel {
     fn assert_whole(&self, step: usize) {
         for (k, v) in &self.frontends {
             for (set, count) in [(v.set_id, v.count), (v.local_set_id, v.local_count)] {
-                for index in 0..u32::from(count) {
+                for index in 0..usize::from(count) {
+                    let key = BackendKey {
+                        set_id: set,
+                        chunk: (index / CHUNK) as u32,
+                    };
+                    let slot = self.backends.get(&key).map(|c| c.slot[index % CHUNK]);
                     assert!(
-                        self.backends
-                            .contains_key(&BackendKey { set_id: set, index }),
+                        slot.is_some_and(|s| s != BackendValue::default()),
                         "step {step}: frontend {k:?} points at missing slot {set}/{index}"
                     );
                 }
@@ -149,7 +153,7 @@ fn first_sync_writes_sets_before_frontends_and_a_second_writes_nothing() {
         OpCounts {
             frontend_puts: 3,
             frontend_deletes: 0,
-            backend_puts: 2,
+            backend_puts: 1,
             backend_deletes: 0
         }
     );
@@ -170,11 +174,17 @@ fn first_sync_writes_sets_before_frontends_and_a_second_writes_nothing() {
     assert_eq!(web.flags, 0);
     assert_eq!(np.flags, skiff_ebpf::FE_EXTERNAL | skiff_ebpf::FE_NODEPORT);
     // Local backends come first in the set.
-    let first = kernel.backends[&BackendKey {
+    let chunk = kernel.backends[&BackendKey {
         set_id: web.set_id,
-        index: 0,
+        chunk: 0,
     }];
-    assert_eq!(first.flags, skiff_ebpf::BE_LOCAL);
+    assert_eq!(chunk.slot[0].flags, skiff_ebpf::BE_LOCAL);
+    assert_eq!(chunk.slot[1].flags, 0);
+    assert_eq!(
+        chunk.slot[2],
+        BackendValue::default(),
+        "padding after the count"
+    );
 
     let empty = kernel.frontends[&fe_key(cluster_ip(2))];
     assert_eq!(
@@ -220,16 +230,8 @@ fn a_changed_backend_set_is_written_fresh_flipped_then_freed() {
             Op::DeleteBackend(..) => "delete-backend",
         })
         .collect();
-    assert_eq!(
-        kinds,
-        [
-            "put-backend",
-            "put-backend",
-            "put-frontend",
-            "delete-backend",
-            "delete-backend"
-        ]
-    );
+    // (two backends: one chunk each way)
+    assert_eq!(kinds, ["put-backend", "put-frontend", "delete-backend"]);
     kernel.apply(&p);
     let new = kernel.frontends[&fe_key(cluster_ip(1))];
     assert_ne!(new.set_id, old.set_id, "never rewritten in place");
@@ -309,21 +311,12 @@ fn state_read_back_after_a_restart_is_reused_and_strays_are_removed() {
     )]);
     let mut kernel = Kernel::default();
     kernel.apply(&plan(&m, &kernel.contents()));
-    // A sync killed half way left slots of a set no frontend points at, with a gap.
-    kernel.backends.insert(
-        BackendKey {
-            set_id: 77,
-            index: 0,
-        },
-        BackendValue::default(),
-    );
-    kernel.backends.insert(
-        BackendKey {
-            set_id: 77,
-            index: 2,
-        },
-        BackendValue::default(),
-    );
+    // A sync killed half way left chunks of a set no frontend points at, with a gap.
+    for chunk in [0, 2] {
+        kernel
+            .backends
+            .insert(BackendKey { set_id: 77, chunk }, BackendChunk::default());
+    }
     let read_back = kernel.contents();
     assert_eq!(read_back.stray.len(), 1);
     let p = plan(&m, &read_back);
@@ -338,6 +331,37 @@ fn state_read_back_after_a_restart_is_reused_and_strays_are_removed() {
     );
     kernel.apply(&p);
     assert_eq!(kernel.backends.len(), 1);
+}
+
+#[test]
+fn large_sets_take_whole_chunks() {
+    let backends: Vec<Backend> = (0..40).map(|i| backend(i, false)).collect();
+    let m = model(vec![("big", port(vec![cluster_ip(1)], backends))]);
+    let mut kernel = Kernel::default();
+    let p = plan(&m, &kernel.contents());
+    assert_eq!(
+        p.counts().backend_puts,
+        3,
+        "40 backends: 3 chunks of {CHUNK}"
+    );
+    kernel.apply(&p);
+    assert_eq!(kernel.contents().backend_slots(), 40);
+    let v = kernel.frontends[&fe_key(cluster_ip(1))];
+    assert_eq!(v.count, 40);
+    let fewer = model(vec![(
+        "big",
+        port(
+            vec![cluster_ip(1)],
+            (0..17).map(|i| backend(i, false)).collect(),
+        ),
+    )]);
+    let p = plan(&fewer, &kernel.contents());
+    assert_eq!(
+        (p.counts().backend_puts, p.counts().backend_deletes),
+        (2, 3),
+        "a new set of 2 chunks, the old 3 freed"
+    );
+    kernel.apply(&p);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError};
 use skiff_ebpf::{
-    AffinityKey, AffinityValue, BackendKey, BackendValue, CtKey, CtValue, FrontendKey,
+    AffinityKey, AffinityValue, BackendChunk, BackendKey, CtKey, CtValue, FrontendKey,
     FrontendValue, LbConfig, SockKey, SockValue, maps,
 };
 
@@ -55,7 +55,7 @@ pub struct Maps {
     frontends_fd: OwnedFd,
     backends_fd: OwnedFd,
     frontends: HashMap<MapData, FrontendKey, FrontendValue>,
-    backends: HashMap<MapData, BackendKey, BackendValue>,
+    backends: HashMap<MapData, BackendKey, BackendChunk>,
     config: Array<MapData, LbConfig>,
     affinity: HashMap<MapData, AffinityKey, AffinityValue>,
     sockets: HashMap<MapData, SockKey, SockValue>,
@@ -289,7 +289,7 @@ mod tests {
             .map(|i| {
                 Op::DeleteBackend(BackendKey {
                     set_id: 1,
-                    index: i,
+                    chunk: i,
                 })
             })
             .collect();
