@@ -4,7 +4,9 @@
 //! cluster DNS from the same picture.
 //!
 //! The picture of the cluster the proxy works from is [`ClusterState`]: the data plane plans
-//! its maps from it, the DNS server its records.
+//! its maps from it, the DNS server its records. `watch` keeps it from `WatchServices`;
+//! `feed` hands each new one to the [`Consumer`]s (the data plane, `dns::DnsRecords`);
+//! `nodelocal` puts the cluster DNS address on the node; `run` is the proxy process.
 //!
 //! ## The data plane's API
 //!
@@ -32,16 +34,23 @@
 //!   machine (tests: a child of the test's own cgroup).
 //! - [`dataplane::Dataplane::sync`] plans against that and writes the difference; the first
 //!   sync after a start removes what the state no longer has. It is cheap when nothing changed
-//!   (no writes), so calling it per watch event or batch of events is fine.
+//!   (no writes), so calling it per watch event or batch of events is fine. `Dataplane` is a
+//!   [`Consumer`], so the feed drives it.
 //! - [`dataplane::Dataplane::remove`] detaches and unpins everything (`skiff proxy reset`).
 //! - Pure pieces: [`model::Model::build`] (what is served) and [`plan::plan`] (the writes).
 // Unsafe code is denied everywhere but in dataplane/sys.rs, the one bpf(2) call site.
 #![deny(unsafe_code)]
 
 pub mod dataplane;
+pub mod dns;
+pub mod feed;
 pub mod model;
+pub mod nodelocal;
 pub mod objects;
 pub mod plan;
+pub mod run;
 pub mod state;
+pub mod watch;
 
+pub use feed::{Consumer, SyncError};
 pub use state::{ClusterState, ObjectKey};

@@ -2,6 +2,7 @@
 
 mod controlplane;
 mod image;
+mod node_proxy;
 mod pod;
 mod progress;
 pub mod proxy;
@@ -42,15 +43,16 @@ pub enum Command {
     /// Measure skiff against the usual tools, print figures, write JSON and a plot.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
-    /// The node's Service data plane (eBPF): program it from a file, show it, reset it.
-    #[command(subcommand)]
-    Proxy(proxy::ProxyCommand),
     /// Run the Kubernetes API server (HTTPS; writes DATA_DIR/kubeconfig) until SIGTERM.
     Apiserver(controlplane::ApiServerArgs),
     /// A single-node cluster: control plane and this node's kubelet, until SIGTERM.
     Up(up::UpArgs),
     /// This node's agent, joined to a control plane elsewhere, until SIGTERM.
     Kubelet(up::KubeletArgs),
+    /// The node's Service proxy (Services into BPF, cluster DNS): run it, or drive its eBPF
+    /// data plane by hand from a file (apply, show, reset).
+    #[command(subcommand)]
+    Proxy(proxy::ProxyCommand),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -74,10 +76,10 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Image(cmd) => runtime.block_on(image::run(&cli.root, cmd)),
         Command::Pod(cmd) => pod::run(&cli.root, cmd),
-        Command::Proxy(cmd) => runtime.block_on(proxy::run(cmd)),
         Command::Bench(cmd) => runtime.block_on(crate::bench::run(cmd)),
         Command::Apiserver(args) => runtime.block_on(controlplane::run(args)),
         Command::Up(args) => runtime.block_on(up::up(args)),
         Command::Kubelet(args) => runtime.block_on(up::kubelet(&cli.root, args)),
+        Command::Proxy(cmd) => runtime.block_on(proxy::run(&cli.root, cmd)),
     }
 }

@@ -1,7 +1,8 @@
-//! `skiff proxy …`: the node's Service data plane by hand — program Services and
-//! EndpointSlices from a file into the BPF maps (`apply`), look at what the maps hold
-//! (`show`), and take it all down (`reset`). The data plane outlives these commands: its
-//! programs and maps are pinned in bpffs.
+//! `skiff proxy …`: the node's Service proxy (`run`, following the control plane; see
+//! `node_proxy.rs`), and its eBPF data plane by hand — program Services and EndpointSlices
+//! from a file into the BPF maps (`apply`), look at what the maps hold (`show`), and take it
+//! all down (`reset`). The data plane outlives these commands: its programs and maps are
+//! pinned in bpffs.
 
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
@@ -13,8 +14,13 @@ use clap::{Args, Subcommand};
 use skiff_proxy::dataplane::{Dataplane, DataplaneConfig, Snapshot, SyncReport};
 use skiff_proxy::model::{NodeInfo, Protocol};
 
+use super::node_proxy::{self, ProxyRunArgs};
+
 #[derive(Debug, Subcommand)]
 pub enum ProxyCommand {
+    /// Run the proxy alone on this node (Services into BPF, cluster DNS), with the node's
+    /// credentials from joining, until SIGTERM.
+    Run(ProxyRunArgs),
     /// Program the Services and EndpointSlices of a file (YAML or JSON) into the data plane;
     /// what the file no longer has is removed.
     Apply(ApplyArgs),
@@ -126,8 +132,9 @@ pub struct ShowArgs {
     output: String,
 }
 
-pub async fn run(cmd: ProxyCommand) -> Result<()> {
+pub async fn run(root: &Path, cmd: ProxyCommand) -> Result<()> {
     match cmd {
+        ProxyCommand::Run(args) => node_proxy::run(root, args).await,
         ProxyCommand::Apply(args) => apply(args).await,
         ProxyCommand::Show(args) => show(&args),
         ProxyCommand::Reset { pin_dir } => Dataplane::remove(&pin_dir)

@@ -1,6 +1,6 @@
 //! `skiff up`: a single-node cluster in one process — the control plane (embedded store,
-//! API server, node service, controllers) and this machine's kubelet dialling it over the
-//! node contract like any other node. And `skiff kubelet`: the node agent alone, for a
+//! API server, node service, controllers), this machine's kubelet dialling it over the
+//! node contract like any other node, and its Service proxy with the cluster DNS. And `skiff kubelet`: the node agent alone, for a
 //! node joining a control plane elsewhere.
 
 use std::net::{IpAddr, SocketAddr};
@@ -14,6 +14,7 @@ use skiff_kubelet::join::{self, NodeCredentials};
 use skiff_runtime::image::PullOptions;
 
 use super::controlplane::{ApiServerArgs, ControlPlane, terminated};
+use super::node_proxy::{self, ProxyOptions};
 
 /// What a node needs to know to run pods.
 #[derive(Debug, Clone, Args)]
@@ -53,6 +54,14 @@ pub struct UpArgs {
     pub node_listen: SocketAddr,
     #[arg(long, default_value = "10.96.0.0/12", value_parser = ServiceCidr::parse)]
     pub service_cidr: ServiceCidr,
+    /// Addresses for `type: LoadBalancer` Services (e.g. 192.0.2.0/28).
+    #[arg(long)]
+    pub loadbalancer_pool: Option<ipnet::Ipv4Net>,
+    /// Run no Service proxy (nor cluster DNS) on this node.
+    #[arg(long)]
+    pub no_proxy: bool,
+    #[command(flatten)]
+    pub proxy: ProxyOptions,
     #[command(flatten)]
     pub node: NodeOptions,
 }
@@ -73,11 +82,16 @@ pub struct KubeletArgs {
     /// The cluster CA certificate (PEM): the only one the node trusts.
     #[arg(long)]
     pub ca_file: PathBuf,
+    /// Run no Service proxy (nor cluster DNS) on this node.
+    #[arg(long)]
+    pub no_proxy: bool,
+    #[command(flatten)]
+    pub proxy: ProxyOptions,
     #[command(flatten)]
     pub node: NodeOptions,
 }
 
-fn host_name() -> String {
+pub(super) fn host_name() -> String {
     rustix::system::uname()
         .nodename()
         .to_string_lossy()
@@ -85,7 +99,7 @@ fn host_name() -> String {
 }
 
 /// The node's certificate: the one in ROOT/pki while valid, else a fresh one from joining.
-async fn credentials(
+pub(super) async fn credentials(
     root: &std::path::Path,
     api_server: &str,
     join_token: &str,
@@ -131,6 +145,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         service_cidr: args.service_cidr,
         service_node_port_range: PortRange::default(),
         node_listen: args.node_listen,
+        loadbalancer_pool: args.loadbalancer_pool,
     };
     let plane = ControlPlane::start(&plane_args).await?;
     let node_name = args.node.node_name.clone().unwrap_or_else(host_name);
@@ -144,12 +159,25 @@ pub async fn up(args: UpArgs) -> Result<()> {
         &node_name,
     )
     .await?;
-    let config = agent_config(
-        &node_root,
-        format!("https://{}", plane.nodes.addr),
-        credentials,
-        &args.node,
-    )?;
+    let server = format!("https://{}", plane.nodes.addr);
+    let proxy = if args.no_proxy {
+        None
+    } else {
+        let dns = skiff_controlplane::node::NodeSettings::new(args.service_cidr).cluster_dns;
+        Some(
+            node_proxy::start(
+                &node_root,
+                &server,
+                &credentials,
+                &args.proxy,
+                &args.node.cgroup_parent,
+                args.node.node_ip,
+                dns,
+            )
+            .await?,
+        )
+    };
+    let config = agent_config(&node_root, server, credentials, &args.node)?;
     println!(
         "skiff is up: node {node_name}, API https://{}\n  export KUBECONFIG={}\n  kubectl get nodes",
         plane.server.addr,
@@ -165,6 +193,9 @@ pub async fn up(args: UpArgs) -> Result<()> {
             stop.notify_one();
             agent.await.context("stopping the kubelet")?;
         }
+    }
+    if let Some(proxy) = proxy {
+        proxy.stop().await;
     }
     // Pods keep running: the next `skiff up` with this data dir adopts them.
     plane.shutdown().await
@@ -182,6 +213,22 @@ pub async fn kubelet(root: &std::path::Path, args: KubeletArgs) -> Result<()> {
         &node_name,
     )
     .await?;
+    let proxy = if args.no_proxy {
+        None
+    } else {
+        Some(
+            node_proxy::start(
+                root,
+                &args.server,
+                &credentials,
+                &args.proxy,
+                &args.node.cgroup_parent,
+                args.node.node_ip,
+                std::net::Ipv4Addr::new(10, 96, 0, 10),
+            )
+            .await?,
+        )
+    };
     let config = agent_config(root, args.server, credentials, &args.node)?;
     let stop = tokio::sync::Notify::new();
     let agent = agent::run(config, stop.notified());
@@ -193,6 +240,9 @@ pub async fn kubelet(root: &std::path::Path, args: KubeletArgs) -> Result<()> {
             stop.notify_one();
             agent.await.context("stopping the kubelet")?;
         }
+    }
+    if let Some(proxy) = proxy {
+        proxy.stop().await;
     }
     Ok(())
 }

@@ -200,6 +200,27 @@ impl Dataplane {
     }
 }
 
+/// The feed (`crate::feed::sync_loop`) drives the data plane like any other consumer.
+impl crate::feed::Consumer for Dataplane {
+    fn name(&self) -> &'static str {
+        "bpf data plane"
+    }
+
+    fn sync(&mut self, state: &ClusterState) -> Result<(), crate::feed::SyncError> {
+        let report = Dataplane::sync(self, state)?;
+        for warning in &report.warnings {
+            tracing::warn!("{warning}");
+        }
+        tracing::debug!(
+            frontends = report.frontends,
+            backends = report.backend_slots,
+            ops = ?report.ops,
+            "data plane synced"
+        );
+        Ok(())
+    }
+}
+
 /// A look at a pinned data plane without loading anything (`skiff proxy show`).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
