@@ -7,6 +7,8 @@ mod https;
 pub mod image;
 pub mod plot;
 pub mod pod_start;
+pub mod proxy;
+pub mod proxy_probe;
 pub mod registry;
 pub mod stats;
 
@@ -23,6 +25,12 @@ pub enum BenchCommand {
     PodStart(pod_start::PodStartBench),
     /// Scheduler throughput and Deployment rollouts at scale, with hollow nodes.
     ControlPlane(control_plane::ControlPlaneBench),
+    /// The eBPF Service data plane: programming time, connect() latency through a ClusterIP
+    /// at 10 to 10,000 Services, against kube-proxy's iptables rules.
+    Proxy(proxy::ProxyBench),
+    /// (internal) the measuring process of `bench proxy`.
+    #[command(hide = true)]
+    ProxyProbe(proxy_probe::ProbeArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
@@ -31,6 +39,8 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Image(bench) => bench.run().await,
         BenchCommand::PodStart(bench) => bench.run().await,
         BenchCommand::ControlPlane(bench) => bench.run().await,
+        BenchCommand::Proxy(bench) => bench.run().await,
+        BenchCommand::ProxyProbe(args) => proxy_probe::run(args),
     }
 }
 

@@ -5,7 +5,7 @@ mod image;
 mod node_proxy;
 mod pod;
 mod progress;
-mod proxy;
+pub mod proxy;
 mod tty;
 mod up;
 
@@ -50,7 +50,8 @@ pub enum Command {
     Up(up::UpArgs),
     /// This node's agent, joined to a control plane elsewhere, until SIGTERM.
     Kubelet(up::KubeletArgs),
-    /// The node's Service proxy (Services into BPF, cluster DNS).
+    /// The node's Service proxy (Services into BPF, cluster DNS): run it, or drive its eBPF
+    /// data plane by hand from a file (apply, show, reset).
     #[command(subcommand)]
     Proxy(proxy::ProxyCommand),
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use skiff_kubelet::join::NodeCredentials;
+use skiff_proxy::dataplane::{Dataplane, DataplaneConfig};
 use skiff_proxy::feed::{Consumer, Pacing};
+use skiff_proxy::model::NodeInfo;
 use skiff_proxy::run::{DnsSettings, ProxyConfig, RunningProxy};
 use skiff_proxy::watch::WatchConfig;
 
@@ -32,6 +34,12 @@ pub struct ProxyOptions {
     /// Serve no cluster DNS on this node.
     #[arg(long)]
     pub no_dns: bool,
+    /// Translate Service addresses with the BPF data plane (socket hooks on --bpf-cgroup,
+    /// pins in --bpf-pin-dir, which stay after skiff exits: `skiff proxy reset
+    /// --pin-dir DIR` removes them). Off by default until the end-to-end tests that start
+    /// `skiff up` clean its pins up.
+    #[arg(long)]
+    pub bpf_dataplane: bool,
     /// The cgroup v2 directory the BPF socket programs attach to. On a dedicated node the
     /// cgroup2 root; default: the pods' parent cgroup below skiff's own (never the root of
     /// a shared machine).
@@ -73,6 +81,8 @@ pub struct ProxyRunArgs {
 /// What the BPF data plane is opened with (issue 8's `Dataplane::open`).
 #[derive(Debug, Clone)]
 pub struct DataplaneSettings {
+    /// `--bpf-dataplane`
+    pub enabled: bool,
     pub node_name: String,
     pub node_ip: Option<IpAddr>,
     pub attach_cgroup: PathBuf,
@@ -94,21 +104,40 @@ fn pods_cgroup(cgroup_parent: &Path) -> Result<PathBuf> {
     Ok(unified.own_dir().join(cgroup_parent))
 }
 
-/// The data plane consumers for `settings`.
-///
-/// The BPF data plane (`ebpf-dataplane` branch: `skiff_proxy::Dataplane::open(config)` and
-/// `sync(&ClusterState)`) is not part of this branch yet: until it is merged the proxy
-/// serves cluster DNS and keeps the Service picture, and Service addresses stay
-/// untranslated (the node's unreachable route refuses them).
+/// The data plane consumers for `settings`: the BPF data plane (`skiff_proxy::dataplane`),
+/// socket hooks on `attach_cgroup` (created if missing: it is below skiff's own cgroup),
+/// pins in `pin_dir`. No tc path here (no uplink setting yet): NodePorts are served to the
+/// node's own processes only. When it cannot be opened (no BPF support, not root) the proxy
+/// still serves DNS, and says so: Service addresses then hit the node's unreachable route.
 fn data_plane(settings: &DataplaneSettings) -> Result<Vec<Box<dyn Consumer>>> {
-    tracing::warn!(
-        node = %settings.node_name,
-        node_ip = ?settings.node_ip,
-        attach_cgroup = %settings.attach_cgroup.display(),
-        pin_dir = %settings.pin_dir.display(),
-        "the BPF data plane is not part of this build: Service addresses are not translated"
-    );
-    Ok(Vec::new())
+    if !settings.enabled {
+        tracing::info!("no BPF data plane (--bpf-dataplane): Service addresses are not translated");
+        return Ok(Vec::new());
+    }
+    let addresses = match settings.node_ip {
+        Some(IpAddr::V4(ip)) => vec![ip],
+        _ => Vec::new(),
+    };
+    let mut config = DataplaneConfig::new(NodeInfo {
+        name: settings.node_name.clone(),
+        addresses,
+    });
+    config.pin_dir = settings.pin_dir.clone();
+    config.cgroup = Some(settings.attach_cgroup.clone());
+    let opened = std::fs::create_dir_all(&settings.attach_cgroup)
+        .with_context(|| format!("creating {}", settings.attach_cgroup.display()))
+        .and_then(|()| Dataplane::open(config).context("opening the BPF data plane"));
+    match opened {
+        Ok(dataplane) => Ok(vec![Box::new(dataplane)]),
+        Err(e) => {
+            tracing::warn!(
+                attach_cgroup = %settings.attach_cgroup.display(),
+                pin_dir = %settings.pin_dir.display(),
+                "{e:#}: Service addresses are not translated on this node"
+            );
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// Starts the proxy towards `server` with `credentials`. `default_dns` is the cluster DNS
@@ -131,6 +160,7 @@ pub async fn start(
         dns
     });
     let settings = DataplaneSettings {
+        enabled: options.bpf_dataplane,
         node_name: credentials.node_name.clone(),
         node_ip,
         attach_cgroup: match &options.bpf_cgroup {
