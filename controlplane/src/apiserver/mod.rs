@@ -238,6 +238,7 @@ pub async fn start_with_store(
         max_body_bytes: config.max_body_bytes,
         services,
         metrics: Arc::new(metrics::Metrics::default()),
+        tunnels: Arc::new(crate::node::Tunnels::default()),
     };
     let join_token = jointoken::ensure_file(
         state.store.as_ref(),

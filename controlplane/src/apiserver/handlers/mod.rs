@@ -25,6 +25,7 @@ use super::request::{self, Command, Patch, Route, Target};
 use super::services::ServiceAllocator;
 use super::status::ApiError;
 use super::watch;
+use crate::node::Tunnels;
 use crate::store::Store;
 
 pub(crate) use read::{Page, collect, decode, load};
@@ -43,6 +44,9 @@ pub struct AppState {
     pub services: Arc<ServiceAllocator>,
     /// Request counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The stream tunnels nodes hold open (pods/log, exec, attach, portforward); the node
+    /// service in the same process registers nodes in it.
+    pub tunnels: Arc<Tunnels>,
 }
 
 /// A JSON response with `code`.
