@@ -64,8 +64,12 @@ pub fn json_as(code: StatusCode, value: &Value, content_type: &'static str) -> R
     response
 }
 
-/// The axum fallback: every `/api` and `/apis` request.
+/// The axum fallback: every `/api` and `/apis` request. The pod stream subresources
+/// (log, exec, attach, portforward) go to `stream/` before the body is read.
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(route) = super::stream::route(request.uri().path()) {
+        return super::stream::serve(&state, request, route).await;
+    }
     match handle_inner(&state, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
