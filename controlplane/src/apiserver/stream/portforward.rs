@@ -166,6 +166,7 @@ async fn forward(
     let session = match target.tunnels.offer(&target.node, pod.clone(), kind).await {
         Ok(s) => s,
         Err(e) => {
+            tracing::debug!(error = %e, "port-forward offer failed");
             let why = format!(
                 "error forwarding port {port} to pod {}/{}: {e}",
                 pod.namespace, pod.name
