@@ -222,6 +222,33 @@ fn workflow(minor: u32) {
     ]);
     assert_eq!(labels.trim(), "front hi");
 
+    // edit: kubectl GETs the object, runs $KUBE_EDITOR on it and PATCHes the difference.
+    let editor = c.manifest(
+        "editor.sh",
+        "#!/bin/sh\nsed -i -e 's/replicas: 5/replicas: 4/' -e 's/note: hi/note: edited/' \"$1\"\n",
+    );
+    let out = c
+        .command(&["edit", "deploy", "web", "-n", "demo"])
+        .env("KUBE_EDITOR", format!("sh {editor}"))
+        .output()
+        .expect("kubectl edit");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("deployment.apps/web edited"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let edited = c.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.spec.replicas} {.metadata.annotations.note} {.metadata.labels.tier}",
+    ]);
+    assert_eq!(edited.trim(), "4 edited front");
+
     errors(&c);
 
     let out = c.ok(&["delete", "-f", &app, "--wait"]);

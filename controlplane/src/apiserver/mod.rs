@@ -34,6 +34,7 @@ mod table;
 mod tls;
 mod validate;
 mod watch;
+mod watchcache;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -240,6 +241,7 @@ pub async fn start_with_store(
         max_body_bytes: config.max_body_bytes,
         services,
         metrics: Arc::new(metrics::Metrics::default()),
+        watch_lines: Arc::default(),
         tunnels: Arc::new(crate::node::Tunnels::default()),
     };
     let join_token = jointoken::ensure_file(

@@ -4,6 +4,7 @@
 //! requested history is compacted.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -21,6 +22,7 @@ use super::registry::ResourceType;
 use super::request::{ListQuery, Target};
 use super::status::ApiError;
 use super::table;
+use super::watchcache::{LineCache, LineKey};
 use crate::store::{StoreError, WatchEvent, WatchStream};
 
 /// One event to send: `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
@@ -65,6 +67,19 @@ impl Render {
         line.push(b'\n');
         Bytes::from(line)
     }
+}
+
+/// The event type of a store event for a watch without selectors — known without decoding
+/// the object; `None` when selectors must look at it.
+fn plain_kind(event: &WatchEvent, query: &ListQuery) -> Option<&'static str> {
+    if !query.labels.0.is_empty() || !query.fields.0.is_empty() {
+        return None;
+    }
+    Some(match event {
+        WatchEvent::Put { prev: None, .. } => "ADDED",
+        WatchEvent::Put { prev: Some(_), .. } => "MODIFIED",
+        WatchEvent::Delete { .. } => "DELETED",
+    })
 }
 
 /// The API event for a store event under `query`'s selectors (a change that moves an
@@ -171,6 +186,7 @@ pub async fn serve(
         query: query.clone(),
         tx,
         first: true,
+        lines: state.watch_lines.clone(),
         last_revision: from,
         bookmarks: query.bookmarks.then_some(state.bookmark_interval),
         timeout: query.timeout_seconds.map(Duration::from_secs),
@@ -195,6 +211,8 @@ struct Pump {
     query: ListQuery,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
     first: bool,
+    /// Lines other watchers of this server already rendered.
+    lines: Arc<LineCache>,
     last_revision: u64,
     bookmarks: Option<Duration>,
     timeout: Option<Duration>,
@@ -204,10 +222,46 @@ impl Pump {
     /// Sends one event; false once the client is gone.
     async fn send(&mut self, event: &Event) -> bool {
         let line = self.render.line(event, self.first);
-        if matches!(event.kind, "ADDED" | "MODIFIED" | "DELETED") {
+        self.send_line(event.kind, line).await
+    }
+
+    async fn send_line(&mut self, kind: &str, line: Bytes) -> bool {
+        if matches!(kind, "ADDED" | "MODIFIED" | "DELETED") {
             self.first = false;
         }
         self.tx.send(Ok(line)).await.is_ok()
+    }
+
+    /// The shared cache key of a store event's line, when the line is the same for every
+    /// watcher (not a Table's first event, which carries the columns).
+    fn line_key(&self, revision: u64, kind: &'static str) -> Option<LineKey> {
+        let table = self.render.table;
+        (!(table && self.first)).then_some(LineKey {
+            revision,
+            kind,
+            table,
+        })
+    }
+
+    /// Sends a store event: from the shared cache when another watcher rendered it, else
+    /// decoded, filtered and rendered here (and shared).
+    async fn deliver(&mut self, event: &WatchEvent) -> Result<bool, ApiError> {
+        let revision = event.revision();
+        if let Some(kind) = plain_kind(event, &self.query)
+            && let Some(key) = self.line_key(revision, kind)
+            && let Some(line) = self.lines.get(&key)
+        {
+            return Ok(self.send_line(kind, line).await);
+        }
+        let Some(api_event) = translate(event, &self.query)? else {
+            return Ok(true);
+        };
+        let key = self.line_key(revision, api_event.kind);
+        let line = self.render.line(&api_event, self.first);
+        if let Some(key) = key {
+            self.lines.put(key, line.clone());
+        }
+        Ok(self.send_line(api_event.kind, line).await)
     }
 
     async fn run(mut self, initial: Vec<Event>, stream: Option<WatchStream>) {
@@ -248,9 +302,8 @@ impl Pump {
         match item {
             Some(Ok(event)) => {
                 self.last_revision = event.revision();
-                match translate(&event, &self.query) {
-                    Ok(Some(api_event)) => self.send(&api_event).await,
-                    Ok(None) => true,
+                match self.deliver(&event).await {
+                    Ok(open) => open,
                     Err(err) => {
                         let event = Event {
                             kind: "ERROR",
@@ -347,6 +400,99 @@ mod tests {
             ),
             ("DELETED", Some("9"))
         );
+    }
+
+    fn pump(
+        table: bool,
+        lines: &Arc<LineCache>,
+        query: ListQuery,
+    ) -> (Pump, mpsc::Receiver<Result<Bytes, Infallible>>) {
+        let (tx, rx) = mpsc::channel(8);
+        let pump = Pump {
+            render: Render {
+                resource: crate::apiserver::registry::find("", "v1", "pods").unwrap(),
+                table,
+            },
+            query,
+            tx,
+            first: true,
+            lines: lines.clone(),
+            last_revision: 0,
+            bookmarks: None,
+            timeout: None,
+        };
+        (pump, rx)
+    }
+
+    async fn line(rx: &mut mpsc::Receiver<Result<Bytes, Infallible>>) -> Value {
+        let bytes = rx.recv().await.unwrap().unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn watchers_share_rendered_lines_but_each_table_starts_with_its_columns() {
+        let lines = Arc::new(LineCache::default());
+        let created = WatchEvent::Put {
+            kv: kv(2, json!({"app": "web"})),
+            prev: None,
+        };
+        let (mut a, mut a_rx) = pump(false, &lines, ListQuery::default());
+        assert!(a.deliver(&created).await.unwrap());
+        let first = line(&mut a_rx).await;
+        assert_eq!(first["type"], "ADDED");
+        // Another plain watcher gets the very line the first one rendered.
+        assert!(
+            lines
+                .get(&LineKey {
+                    revision: 2,
+                    kind: "ADDED",
+                    table: false
+                })
+                .is_some()
+        );
+        let (mut b, mut b_rx) = pump(false, &lines, ListQuery::default());
+        assert!(b.deliver(&created).await.unwrap());
+        assert_eq!(line(&mut b_rx).await, first);
+        // Table watchers: the first event of each carries the columns, cached or not.
+        for _ in 0..2 {
+            let (mut t, mut t_rx) = pump(true, &lines, ListQuery::default());
+            assert!(t.deliver(&created).await.unwrap());
+            let row = line(&mut t_rx).await;
+            assert!(
+                !row["object"]["columnDefinitions"]
+                    .as_array()
+                    .unwrap()
+                    .is_empty()
+            );
+            let modified = WatchEvent::Put {
+                kv: kv(3, json!({"app": "web"})),
+                prev: Some(kv(2, json!({"app": "web"}))),
+            };
+            assert!(t.deliver(&modified).await.unwrap());
+            let next = line(&mut t_rx).await;
+            assert_eq!(next["type"], "MODIFIED");
+            assert!(
+                next["object"]["columnDefinitions"]
+                    .as_array()
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        // A selector that drops the object: its DELETED line is keyed apart from MODIFIED.
+        let query = ListQuery {
+            labels: LabelSelector::parse("app=web").unwrap(),
+            ..Default::default()
+        };
+        let (mut s, mut s_rx) = pump(false, &lines, query);
+        let moved_out = WatchEvent::Put {
+            kv: kv(4, json!({"app": "db"})),
+            prev: Some(kv(3, json!({"app": "web"}))),
+        };
+        assert!(s.deliver(&moved_out).await.unwrap());
+        assert_eq!(line(&mut s_rx).await["type"], "DELETED");
+        let (mut p, mut p_rx) = pump(false, &lines, ListQuery::default());
+        assert!(p.deliver(&moved_out).await.unwrap());
+        assert_eq!(line(&mut p_rx).await["type"], "MODIFIED");
     }
 
     #[test]

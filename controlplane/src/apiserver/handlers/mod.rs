@@ -44,6 +44,8 @@ pub struct AppState {
     pub services: Arc<ServiceAllocator>,
     /// Request counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Watch lines rendered once for every watcher.
+    pub watch_lines: Arc<super::watchcache::LineCache>,
     /// The stream tunnels nodes hold open (pods/log, exec, attach, portforward); the node
     /// service in the same process registers nodes in it.
     pub tunnels: Arc<Tunnels>,
