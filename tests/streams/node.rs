@@ -394,10 +394,10 @@ async fn exec(out: &Out, inbound: &mut Streaming<StreamFrame>, e: ExecOffer, see
             match inbound.message().await {
                 Ok(Some(StreamFrame { frame: Some(f) })) => match f {
                     Frame::Data(d) => {
-                        if let Some(s) = stdin.as_mut() {
-                            if s.write_all(&d.data).await.is_err() {
-                                stdin = None;
-                            }
+                        if let Some(s) = stdin.as_mut()
+                            && s.write_all(&d.data).await.is_err()
+                        {
+                            stdin = None;
                         }
                     }
                     Frame::Close(0) => stdin = None,
@@ -478,17 +478,19 @@ async fn port_forward(
     let input = async move {
         loop {
             match inbound.message().await {
-                Ok(Some(StreamFrame { frame: Some(f) })) => match f {
-                    Frame::Data(d) => {
-                        if wr.write_all(&d.data).await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
+                Ok(Some(StreamFrame {
+                    frame: Some(Frame::Data(d)),
+                })) => {
+                    if wr.write_all(&d.data).await.is_err() {
+                        // The pod's side is gone; the output copy reports the end.
+                        std::future::pending::<()>().await;
                     }
-                    Frame::Close(0) => {
-                        let _ = wr.shutdown().await;
-                    }
-                    _ => {}
-                },
+                }
+                Ok(Some(StreamFrame {
+                    frame: Some(Frame::Close(0)),
+                })) => {
+                    let _ = wr.shutdown().await;
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => return,
             }

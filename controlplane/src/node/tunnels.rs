@@ -56,7 +56,7 @@ impl Opened {
     /// the API side): the `Opened` to hand to `accept`, the node's sender and receiver.
     pub fn in_memory() -> (
         Opened,
-        mpsc::Sender<Result<StreamFrame, Status>>,
+        Outbound,
         mpsc::Receiver<Result<StreamFrame, Status>>,
     ) {
         let (node_tx, node_rx) = mpsc::channel(SESSION_BUFFER);

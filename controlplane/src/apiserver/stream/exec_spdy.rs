@@ -59,10 +59,10 @@ impl Streams {
 async fn collect(conn: &mut Connection, want: &IoOptions, version: &str) -> Option<Streams> {
     let mut streams = Streams::default();
     while !streams.complete(want, version) {
-        if let Event::Stream { id, headers } = conn.next().await? {
-            if !streams.add(id, headers.get("streamtype")) {
-                let _ = conn.handle.reset(id, rst::PROTOCOL_ERROR).await;
-            }
+        if let Event::Stream { id, headers } = conn.next().await?
+            && !streams.add(id, headers.get("streamtype"))
+        {
+            let _ = conn.handle.reset(id, rst::PROTOCOL_ERROR).await;
         }
     }
     Some(streams)
@@ -86,10 +86,10 @@ pub async fn run(mut conn: Connection, version: &'static str, want: IoOptions, s
                         2 => streams.stderr.or(streams.stdout),
                         _ => streams.stdout,
                     };
-                    if let Some(id) = id {
-                        if handle.data(id, data).await.is_err() {
-                            return;
-                        }
+                    if let Some(id) = id
+                        && handle.data(id, data).await.is_err()
+                    {
+                        return;
                     }
                 }
                 Some(NodeEvent::Exit(exit)) => break Ending::Exit(exit),

@@ -116,10 +116,10 @@ pub async fn run(mut conn: Connection, target: Target) {
                 }
             }
             Event::Data { id, data } => {
-                if let Some(route) = routes.get(&id) {
-                    if route.send(Input::Data(data)).await.is_err() {
-                        routes.remove(&id);
-                    }
+                if let Some(route) = routes.get(&id)
+                    && route.send(Input::Data(data)).await.is_err()
+                {
+                    routes.remove(&id);
                 }
             }
             Event::Fin { id } => {

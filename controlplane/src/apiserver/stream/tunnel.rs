@@ -30,14 +30,13 @@ async fn pump(socket: WebSocket, pipe: DuplexStream) {
     let (mut from_pipe, mut to_pipe) = tokio::io::split(pipe);
     let inbound = async {
         while let Some(Ok(message)) = stream.next().await {
-            match message {
-                Message::Binary(data) => {
-                    if to_pipe.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
+            let data = match message {
+                Message::Binary(data) => data,
                 Message::Close(_) => break,
-                _ => {}
+                _ => continue,
+            };
+            if to_pipe.write_all(&data).await.is_err() {
+                break;
             }
         }
         let _ = to_pipe.shutdown().await;
