@@ -9,6 +9,7 @@ pub mod plot;
 pub mod pod_start;
 pub mod registry;
 pub mod stats;
+pub mod stream;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -23,6 +24,8 @@ pub enum BenchCommand {
     PodStart(pod_start::PodStartBench),
     /// Scheduler throughput and Deployment rollouts at scale, with hollow nodes.
     ControlPlane(control_plane::ControlPlaneBench),
+    /// kubectl port-forward and exec -i throughput through the node tunnel, against TCP.
+    Stream(stream::StreamBench),
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
@@ -31,6 +34,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Image(bench) => bench.run().await,
         BenchCommand::PodStart(bench) => bench.run().await,
         BenchCommand::ControlPlane(bench) => bench.run().await,
+        BenchCommand::Stream(bench) => bench.run().await,
     }
 }
 

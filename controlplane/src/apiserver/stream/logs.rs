@@ -29,13 +29,13 @@ fn text(body: Body) -> Response {
 }
 
 /// The node's log bytes after the first chunk, cut at `limit` bytes if there is one.
-struct Body_ {
+struct LogBody {
     rx: SessionReceiver,
     first: Option<Bytes>,
     left: Option<u64>,
 }
 
-impl Body_ {
+impl LogBody {
     async fn next(&mut self) -> Option<Bytes> {
         let chunk = match self.first.take() {
             Some(chunk) => chunk,
@@ -95,7 +95,7 @@ pub async fn serve(
             Some(NodeEvent::Broken(why)) => return Err(ApiError::internal(why)),
         }
     };
-    let body = Body_ {
+    let body = LogBody {
         rx,
         first: Some(first),
         left: options.limit_bytes.and_then(|l| u64::try_from(l).ok()),
