@@ -568,6 +568,41 @@ mod tests {
     }
 
     #[test]
+    fn mutated_and_random_bytes_never_panic() {
+        let mut encoder = Encoder::new().expect("encoder");
+        let mut wire = BytesMut::new();
+        for f in &all_kinds() {
+            encoder.encode(f, &mut wire).expect("encode");
+        }
+        let valid = wire.to_vec();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..3000 {
+            let mut bytes = valid.clone();
+            if round % 3 == 0 {
+                let len = (next() % 300) as usize;
+                bytes = (0..len).map(|_| next() as u8).collect();
+                // Often a control frame header of version 3, to get past the first check.
+                if round % 2 == 0 && bytes.len() > 4 {
+                    bytes[..4].copy_from_slice(&[0x80, 0x03, 0x00, (next() % 10) as u8]);
+                }
+            } else {
+                for _ in 0..1 + next() % 8 {
+                    let at = (next() as usize) % bytes.len();
+                    bytes[at] = next() as u8;
+                }
+                bytes.truncate((next() as usize) % (bytes.len() + 1));
+            }
+            let _ = decode_all(&bytes);
+        }
+    }
+
+    #[test]
     fn oversized_payloads_are_refused_when_encoding() {
         let mut encoder = Encoder::new().expect("encoder");
         let data = Bytes::from(vec![0u8; MAX_PAYLOAD + 1]);
