@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod proxy_probe;
 pub mod registry;
 pub mod stats;
+pub mod stream;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -31,6 +32,8 @@ pub enum BenchCommand {
     /// (internal) the measuring process of `bench proxy`.
     #[command(hide = true)]
     ProxyProbe(proxy_probe::ProbeArgs),
+    /// kubectl port-forward and exec -i throughput through the node tunnel, against TCP.
+    Stream(stream::StreamBench),
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
@@ -41,6 +44,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::ControlPlane(bench) => bench.run().await,
         BenchCommand::Proxy(bench) => bench.run().await,
         BenchCommand::ProxyProbe(args) => proxy_probe::run(args),
+        BenchCommand::Stream(bench) => bench.run().await,
     }
 }
 

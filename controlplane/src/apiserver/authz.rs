@@ -3,6 +3,8 @@
 //! `kube-node-lease`, list and watch pods bound to it (`spec.nodeName=<name>`), read them,
 //! write their status and delete them. Anything else is a 403 in Kubernetes' words.
 //! The decision is pure; a pod's binding is checked by the handler (`Decision::PodOf`).
+//! The stream subresources (`pods/log`, `exec`, `attach`, `portforward`) are the admin's
+//! only (`stream`): a node may not open them, not even for its own pods.
 
 use serde_json::Value;
 
@@ -150,6 +152,29 @@ pub fn decide(node: &str, command: &Command) -> Decision {
     }
 }
 
+/// Whether `identity` may open the stream subresource `subresource` (log, exec, attach,
+/// portforward) of pod `namespace/pod` with `verb` (`get` for logs, `create` for the others,
+/// whatever the HTTP method, as kube-apiserver authorizes them).
+pub fn stream(
+    identity: &Identity,
+    subresource: &str,
+    verb: &str,
+    namespace: &str,
+    pod: &str,
+) -> Result<(), ApiError> {
+    match identity {
+        Identity::Admin => Ok(()),
+        Identity::Node(node) => Err(ApiError::forbidden(
+            "",
+            "pods",
+            Some(pod),
+            &format!(
+                "User \"system:node:{node}\" cannot {verb} resource \"pods/{subresource}\" in API group \"\" in the namespace \"{namespace}\""
+            ),
+        )),
+    }
+}
+
 /// Whether a stored pod is bound to `node`.
 pub fn bound_to(pod: &Value, node: &str) -> bool {
     pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
@@ -178,6 +203,25 @@ mod tests {
             Route::Command(c, _) => c,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn only_the_admin_opens_streams() {
+        for sub in ["log", "exec", "attach", "portforward"] {
+            assert_eq!(stream(&Identity::Admin, sub, "create", "d", "p"), Ok(()));
+        }
+        let err = stream(&Identity::Node("n1".into()), "exec", "create", "d", "p").unwrap_err();
+        assert_eq!((err.code, err.reason), (403, "Forbidden"));
+        assert_eq!(
+            err.message,
+            "pods \"p\" is forbidden: User \"system:node:n1\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"d\""
+        );
+        let err = stream(&Identity::Node("n1".into()), "log", "get", "d", "p").unwrap_err();
+        assert!(
+            err.message.contains("cannot get resource \"pods/log\""),
+            "{}",
+            err.message
+        );
     }
 
     fn allowed(c: &Command) -> bool {

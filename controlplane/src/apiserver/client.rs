@@ -86,6 +86,11 @@ impl Client {
         Client { state }
     }
 
+    /// The API server's registry of node stream tunnels (the node service serves it).
+    pub fn tunnels(&self) -> std::sync::Arc<crate::node::Tunnels> {
+        self.state.tunnels.clone()
+    }
+
     fn target<K: Object>(
         ns: Option<&str>,
         name: Option<&str>,

@@ -75,6 +75,12 @@ fn sub_kind(r: &ResourceType, sub: Subresource) -> Value {
         Subresource::Binding => json!({"group": "", "version": "v1", "kind": "Binding"}),
         Subresource::Eviction => json!({"group": "policy", "version": "v1", "kind": "Eviction"}),
         Subresource::Finalize => json!({"group": "", "version": "v1", "kind": "Namespace"}),
+        Subresource::Log => json!({"group": "", "version": "v1", "kind": "Pod"}),
+        Subresource::Exec => json!({"group": "", "version": "v1", "kind": "PodExecOptions"}),
+        Subresource::Attach => json!({"group": "", "version": "v1", "kind": "PodAttachOptions"}),
+        Subresource::PortForward => {
+            json!({"group": "", "version": "v1", "kind": "PodPortForwardOptions"})
+        }
     }
 }
 
@@ -209,6 +215,26 @@ mod tests {
         assert_eq!(pods["shortNames"], json!(["po"]));
         assert_eq!(pods["categories"], json!(["all"]));
         assert_eq!(pods["subresources"][0]["subresource"], "status");
+        // The stream subresources, with the verbs kube-apiserver lists for them.
+        let sub = |name: &str| {
+            pods["subresources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["subresource"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no pods/{name}"))
+        };
+        assert_eq!(sub("log")["verbs"], json!(["get"]));
+        assert_eq!(sub("log")["responseKind"]["kind"], "Pod");
+        for (name, kind) in [
+            ("exec", "PodExecOptions"),
+            ("attach", "PodAttachOptions"),
+            ("portforward", "PodPortForwardOptions"),
+        ] {
+            assert_eq!(sub(name)["verbs"], json!(["create", "get"]), "{name}");
+            assert_eq!(sub(name)["responseKind"]["kind"], kind);
+        }
         let groups = aggregated(Format::V2Beta1, false);
         assert_eq!(groups["apiVersion"], "apidiscovery.k8s.io/v2beta1");
         let apps = groups["items"]

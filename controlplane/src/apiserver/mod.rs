@@ -2,8 +2,9 @@
 //! OpenAPI v3, and generic REST over the revisioned store for the resources in
 //! `registry.rs`. Requests are parsed into commands (`request.rs`) apart from their effects
 //! (`handlers/`). Nodes join with a join token (`jointoken.rs`, `join.rs`) and get a client
-//! certificate, their identity on the node port (`nodetls.rs`). See
-//! `docs/design/004-apiserver.md`.
+//! certificate, their identity on the node port (`nodetls.rs`). Pod logs, exec, attach and
+//! port-forward reach the node through its stream tunnel (`stream/`). See
+//! `docs/design/004-apiserver.md` and `015-streams.md`.
 
 mod admit;
 mod auth;
@@ -28,6 +29,7 @@ mod selector;
 mod services;
 mod status;
 mod strategic;
+mod stream;
 mod table;
 mod tls;
 mod validate;
@@ -240,6 +242,7 @@ pub async fn start_with_store(
         services,
         metrics: Arc::new(metrics::Metrics::default()),
         watch_lines: Arc::default(),
+        tunnels: Arc::new(crate::node::Tunnels::default()),
     };
     let join_token = jointoken::ensure_file(
         state.store.as_ref(),
@@ -330,6 +333,22 @@ pub mod decoders {
     /// Applies a strategic merge patch.
     pub fn strategic_merge(object: &Value, patch: &Value) -> Result<Value, ApiError> {
         super::strategic::merge(object, patch)
+    }
+
+    /// Decodes a byte stream as SPDY/3.1 frames (header blocks inflated with the SPDY
+    /// dictionary through one zlib stream, as a connection does); the frames decoded.
+    pub fn spdy_frames(data: &[u8]) -> Result<usize, String> {
+        super::stream::spdy::decode_all(data)
+            .map(|frames| frames.len())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Inflates and parses one SPDY header block.
+    pub fn spdy_header_block(block: &[u8]) -> Result<usize, String> {
+        super::stream::spdy::HeaderInflater::default()
+            .decode(block)
+            .map(|headers| headers.0.len())
+            .map_err(|e| e.to_string())
     }
 
     /// Server-side apply of `config` by `manager` onto `live`.

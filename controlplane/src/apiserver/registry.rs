@@ -22,6 +22,14 @@ pub enum Subresource {
     Eviction,
     /// `namespaces/finalize`: PUT to change `spec.finalizers` of a namespace.
     Finalize,
+    /// `pods/log`: the container's log as text, through the node's stream (`stream/`).
+    Log,
+    /// `pods/exec`: a command in a container, over WebSocket or SPDY (`stream/`).
+    Exec,
+    /// `pods/attach`: the container's own process, over WebSocket or SPDY (`stream/`).
+    Attach,
+    /// `pods/portforward`: TCP connections into the pod, over SPDY (`stream/`).
+    PortForward,
 }
 
 impl Subresource {
@@ -33,6 +41,10 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Eviction => "eviction",
             Subresource::Finalize => "finalize",
+            Subresource::Log => "log",
+            Subresource::Exec => "exec",
+            Subresource::Attach => "attach",
+            Subresource::PortForward => "portforward",
         }
     }
 
@@ -42,6 +54,10 @@ impl Subresource {
             Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
             Subresource::Binding | Subresource::Eviction => &["create"],
             Subresource::Finalize => &["update"],
+            Subresource::Log => &["get"],
+            Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
+                &["create", "get"]
+            }
         }
     }
 }
@@ -94,6 +110,10 @@ const POD_SUBS: &[Subresource] = &[
     Subresource::Status,
     Subresource::Binding,
     Subresource::Eviction,
+    Subresource::Log,
+    Subresource::Exec,
+    Subresource::Attach,
+    Subresource::PortForward,
 ];
 const NAMESPACE_SUBS: &[Subresource] = &[Subresource::Status, Subresource::Finalize];
 

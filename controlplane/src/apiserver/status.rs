@@ -201,6 +201,11 @@ impl ApiError {
         )
     }
 
+    /// 503: a backend (a node's stream tunnel) cannot be reached now.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(503, "ServiceUnavailable", message)
+    }
+
     /// 500 without Rust internals: the message names the operation that failed.
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(500, "InternalError", message)

@@ -3,7 +3,8 @@
 //! it got when it joined, mutual TLS) says which node it is, and a node reaches only its own Node and
 //! Lease, the pods bound to it, and the ConfigMaps and Secrets those pods use — the same
 //! rules as the API server's node authorizer. Writes go through the in-process API client,
-//! so admission, validation and watches are the API server's own.
+//! so admission, validation and watches are the API server's own. The `Streams` service
+//! beside it (`streams.rs`, `tunnels.rs`) carries logs, exec, attach and port-forward.
 
 pub mod dns;
 mod podcidr;
@@ -11,6 +12,8 @@ mod refs;
 mod routes;
 mod server;
 mod services;
+mod streams;
+mod tunnels;
 mod watch;
 
 use std::net::Ipv4Addr;
@@ -39,6 +42,11 @@ pub use refs::{RefKind, uses};
 pub use routes::routes;
 pub use server::{NodeServer, NodeServerError, serve};
 pub use services::ServiceFeed;
+pub use streams::StreamsService;
+pub use tunnels::{
+    DEFAULT_OPEN_TIMEOUT, NodeEvent, OfferStream, Opened, Session, SessionClosed, SessionReceiver,
+    SessionSender, TunnelError, Tunnels,
+};
 
 /// What the control plane tells every node.
 #[derive(Debug, Clone)]
@@ -77,6 +85,8 @@ pub struct NodeService {
     settings: Arc<NodeSettings>,
     /// Registration reads every Node's podCIDR and writes one: one at a time.
     register: Arc<tokio::sync::Mutex<()>>,
+    /// The API server's registry of stream tunnels (served by `StreamsService`).
+    tunnels: Arc<Tunnels>,
 }
 
 /// An API error as a gRPC status (the Kubernetes reason and message kept).
@@ -106,7 +116,8 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 /// The calling node, from its client certificate (the TLS layer required one signed by the
 /// cluster CA; its CN says which node it is).
-fn identify<T>(request: &Request<T>) -> Result<String, Status> {
+#[allow(clippy::result_large_err)] // tonic's Status is what every handler returns
+fn node_identity<T>(request: &Request<T>) -> Result<String, Status> {
     request
         .peer_certs()
         .and_then(|certs| certs.first().and_then(|c| apiserver::node_name(c)))
@@ -122,6 +133,7 @@ fn now() -> jiff::Timestamp {
 impl NodeService {
     pub fn new(client: Client, settings: NodeSettings) -> NodeService {
         NodeService {
+            tunnels: client.tunnels(),
             client,
             settings: Arc::new(settings),
             register: Arc::new(tokio::sync::Mutex::new(())),
@@ -129,7 +141,7 @@ impl NodeService {
     }
 
     fn identify<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        identify(request)
+        node_identity(request)
     }
 
     fn same_node(identity: &str, claimed: &str) -> Result<(), Status> {

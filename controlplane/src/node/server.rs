@@ -1,17 +1,17 @@
 //! Serves the node contract over gRPC with mutual TLS on its own port (`--node-listen`,
-//! default 6444): the `Node` and `Services` services, the API server's serving certificate,
-//! and a client certificate from the cluster CA required of every caller
+//! default 6444): the `Node`, `Services` and `Streams` services, the API server's serving
+//! certificate, and a client certificate from the cluster CA required of every caller
 //! (`apiserver::NodeTls`).
 
 use std::net::SocketAddr;
 
-use skiff_api::node::{node_server, services_server};
+use skiff_api::node::{node_server, services_server, streams_server};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Server, ServerTlsConfig};
 
-use super::{NodeService, ServiceFeed};
+use super::{NodeService, ServiceFeed, StreamsService};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeServerError {
@@ -67,9 +67,11 @@ pub async fn serve(
         .map_err(NodeServerError::Tls)?
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)));
     let feed = ServiceFeed::new(service.client.clone());
+    let streams = StreamsService::of(&service);
     let router = builder
         .add_service(node_server::NodeServer::new(service))
-        .add_service(services_server::ServicesServer::new(feed));
+        .add_service(services_server::ServicesServer::new(feed))
+        .add_service(streams_server::StreamsServer::new(streams));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         router

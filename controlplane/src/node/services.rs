@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{encode, identify, status_of};
+use super::{encode, node_identity, status_of};
 use crate::apiserver::{Change, Client};
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<ServiceEvent, Status>> + Send + 'static>>;
@@ -44,7 +44,7 @@ impl services_server::Services for ServiceFeed {
         &self,
         request: Request<WatchServicesRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let node = identify(&request)?;
+        let node = node_identity(&request)?;
         let r = request.get_ref();
         let from = Position {
             services: r.services_revision,

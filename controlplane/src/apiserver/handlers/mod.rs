@@ -25,6 +25,7 @@ use super::request::{self, Command, Patch, Route, Target};
 use super::services::ServiceAllocator;
 use super::status::ApiError;
 use super::watch;
+use crate::node::Tunnels;
 use crate::store::Store;
 
 pub(crate) use read::{Page, collect, decode, load};
@@ -45,6 +46,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Watch lines rendered once for every watcher.
     pub watch_lines: Arc<super::watchcache::LineCache>,
+    /// The stream tunnels nodes hold open (pods/log, exec, attach, portforward); the node
+    /// service in the same process registers nodes in it.
+    pub tunnels: Arc<Tunnels>,
 }
 
 /// A JSON response with `code`.
@@ -62,8 +66,12 @@ pub fn json_as(code: StatusCode, value: &Value, content_type: &'static str) -> R
     response
 }
 
-/// The axum fallback: every `/api` and `/apis` request.
+/// The axum fallback: every `/api` and `/apis` request. The pod stream subresources
+/// (log, exec, attach, portforward) go to `stream/` before the body is read.
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(route) = super::stream::route(request.uri().path()) {
+        return super::stream::serve(&state, request, route).await;
+    }
     match handle_inner(&state, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
