@@ -135,6 +135,17 @@ fn agent_config(
     })
 }
 
+/// `https://ADDR` for this machine's own connections: a wildcard listen address (`0.0.0.0`,
+/// `::`) becomes loopback, which the serving certificate always names.
+fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("https://{}", SocketAddr::new(ip, addr.port()))
+}
+
 pub async fn up(args: UpArgs) -> Result<()> {
     let plane_args = ApiServerArgs {
         data_dir: args.data_dir.clone(),
@@ -153,7 +164,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     // This node joins like any other: the join token for a client certificate.
     let credentials = credentials(
         &node_root,
-        &format!("https://{}", plane.server.addr),
+        &local_url(plane.server.addr),
         &plane.server.join_token,
         &plane.server.ca_pem,
         &node_name,
@@ -161,7 +172,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     .await?;
     let config = agent_config(
         &node_root,
-        format!("https://{}", plane.nodes.addr),
+        local_url(plane.nodes.addr),
         credentials,
         &args.node,
     )?;
@@ -233,4 +244,17 @@ pub async fn kubelet(root: &std::path::Path, args: KubeletArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listen_addresses_are_dialled_on_loopback() {
+        let url = |s: &str| local_url(s.parse().unwrap());
+        assert_eq!(url("0.0.0.0:6443"), "https://127.0.0.1:6443");
+        assert_eq!(url("[::]:6444"), "https://[::1]:6444");
+        assert_eq!(url("192.168.56.10:6443"), "https://192.168.56.10:6443");
+    }
 }
