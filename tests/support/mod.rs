@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod runtime;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
