@@ -93,7 +93,8 @@ if [ -z "$binary" ]; then binary=$(command -v skiff || true); fi
 install_bin() { # SRC DEST: replaced by rename, so a running daemon keeps its old file
   if ! cmp -s "$1" "$2" 2>/dev/null; then
     mkdir -p "$(dirname "$2")"
-    cp "$1" "$2.new" && chmod 0755 "$2.new" && mv -f "$2.new" "$2"
+    { cp "$1" "$2.new" && chmod 0755 "$2.new" && mv -f "$2.new" "$2"; } ||
+      { rm -f "$2.new"; die "cannot install $2"; }
     say "installed $2"
   fi
 }

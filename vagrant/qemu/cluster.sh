@@ -11,7 +11,7 @@
 #
 #   -o DIR    where to write kubeconfig (the admin's, via the forwarded port), cp.log and
 #             worker.log (the consoles); created if missing, left in place
-#   -b FILE   the skiff binary for the guests (copied with its libraries, debug info stripped)
+#   -b FILE   the skiff binary for the guests (copied with its libraries, stripped)
 #   -s FILE   skiff-setup (the small container setup helper), if built
 #   -t SECS   kill the guests after SECS seconds (default 900)
 #   -m MIB    memory of each guest (default 640)
@@ -26,7 +26,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 # shellcheck source=lib.sh
 . "$here/lib.sh"
-TIMEOUT=900 MEM=640 QUIET=0 out= skiff= setup=
+TIMEOUT=900 MEM=320 QUIET=0 out= skiff= setup=
 usage() { sed -n '10,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while getopts o:b:s:t:m:qh opt; do
   case $opt in
@@ -48,17 +48,34 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/skiff-cluster.XXXXXX")
-pids=()
+pids=() reader=
 cleanup() {
   local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}" $reader; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}" $reader; do wait "$p" 2>/dev/null || true; done
   rm -rf "$work"
   rm -f "$vm_cache"/initrd-base-*.tmp.$$
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 log() { echo "cluster.sh: $*" >&2; }
+# The caller ends the cluster by closing our stdin, also while it is coming up (a killed test
+# closes it too). A background job's stdin would be /dev/null: hand it ours explicitly.
+exec 3<&0
+cat <&3 >/dev/null &
+reader=$!
+# Exits unless every guest is still there.
+check_guests() {
+  local p rc
+  for p in "${pids[@]}"; do
+    if ! kill -0 "$p" 2>/dev/null; then
+      rc=0
+      wait "$p" || rc=$?
+      log "a guest stopped (exit $rc) $1; consoles: $out/cp.log $out/worker.log"
+      exit 1
+    fi
+  done
+}
 t0=$(vm_ms)
 
 # 1. Kernel and base initramfs (cached).
@@ -79,8 +96,9 @@ hash=sha256:$(openssl x509 -in "$work/ca/ca.crt" -pubkey -noout |
 # 3. The payload both guests carry: skiff (stripped), provision.sh, the busybox test image.
 p=$work/payload
 mkdir -p "$p/skiff/vagrant"
-STRIP=1 vm_copy_in "$p" "$skiff" /skiff/bin/skiff
-[ -n "$setup" ] && STRIP=1 vm_copy_in "$p" "$setup" /skiff/bin/skiff-setup
+# Where provision.sh installs them: it finds them in place and copies nothing.
+STRIP=all vm_copy_in "$p" "$skiff" /usr/local/bin/skiff
+[ -n "$setup" ] && STRIP=all vm_copy_in "$p" "$setup" /usr/local/bin/skiff-setup
 cp "$repo/vagrant/provision.sh" "$p/skiff/vagrant/"
 python3 "$repo/tests/image/mkimage.py" "$p/skiff/busybox" --variant single >/dev/null
 vm_pack "$p" >"$work/payload.cpio"
@@ -89,7 +107,7 @@ t_payload=$(vm_ms)
 
 # 4. Each guest's job: provision its role, print what the host needs, stay up.
 cp_ip=192.168.56.10 worker_ip=192.168.56.11
-common="--token $token --binary /skiff/bin/skiff --image /skiff/busybox --init background --wait 600"
+common="--token $token --binary /usr/local/bin/skiff --image /skiff/busybox --init background --wait 600"
 guest() { # NAME IP JOB-ARGS...: writes $work/NAME.cpio (base + payload + job)
   local name=$1 ip=$2 net="eth0=$2/24"
   shift 2
@@ -100,12 +118,13 @@ guest() { # NAME IP JOB-ARGS...: writes $work/NAME.cpio (base + payload + job)
 SKIFF_MODPROBE=virtio_pci virtio_net overlay veth bridge
 SKIFF_TMPFS_ROOT=1
 SKIFF_HOSTNAME=$name
-SKIFF_NET=$net" -- sh -c "($*) || tail -n 50 /var/log/skiff-*.log"
+SKIFF_NET=$net" -- sh -c "($*) || { tail -n 50 /var/log/skiff-*.log; echo '$failed'; }"
   cat "$vm_base" "$work/payload.cpio" "$work/job-$name.cpio" >"$work/$name.cpio"
   rm -rf "$work/job-$name" "$work/job-$name.cpio"
 }
+failed='===== skiff-vm provisioning failed ====='
 # The daemons' logs follow on the console, where the host (and a failing test) can read them.
-hold='echo "===== skiff-vm provisioned ====="; exec tail -n +1 -F /var/log/skiff-*.log'
+hold='echo "===== skiff-vm provisioned ====="; free -m | sed -n 2p; exec tail -n +1 -F /var/log/skiff-*.log'
 guest cp "$cp_ip" "sh /skiff/vagrant/provision.sh controlplane --address $cp_ip $common" \
   "--ca-cert /ca/ca.crt --ca-key /ca/ca.key --kubeconfig-out /skiff/kubeconfig &&" \
   "echo '===== skiff-vm kubeconfig begin =====' && cat /skiff/kubeconfig &&" \
@@ -125,7 +144,7 @@ vm_boot "$work/cp.cpio" "$out/cp.log" \
 pids+=("$vm_pid")
 for _ in $(seq 100); do
   ss -Hltn "sport = :$link" | grep -q . && break
-  kill -0 "$vm_pid" 2>/dev/null || { log "the control-plane guest did not start"; exit 1; }
+  check_guests "while starting"
   sleep 0.1
 done
 vm_boot "$work/worker-1.cpio" "$out/worker.log" \
@@ -136,14 +155,12 @@ t_boot=$(vm_ms)
 # 6. The admin kubeconfig from the control plane's console, pointed at the forwarded port.
 begin='===== skiff-vm kubeconfig begin' end='===== skiff-vm kubeconfig end'
 until vm_console_text "$out/cp.log" | grep -q "$end"; do
-  for p in "${pids[@]}"; do
-    if ! kill -0 "$p" 2>/dev/null; then
-      rc=0
-      wait "$p" || rc=$?
-      log "a guest stopped (exit $rc) before the cluster was up; consoles: $out/cp.log $out/worker.log"
-      exit 1
-    fi
-  done
+  check_guests "before the cluster was up"
+  kill -0 "$reader" 2>/dev/null || { log "stdin closed before the cluster was up"; exit 1; }
+  if cat "$out/cp.log" "$out/worker.log" 2>/dev/null | grep -aq "$failed"; then
+    log "provisioning failed; consoles: $out/cp.log $out/worker.log"
+    exit 1
+  fi
   sleep 0.5
 done
 vm_console_text "$out/cp.log" | awk -v b="$begin" -v e="$end" \
@@ -157,15 +174,9 @@ log "timing: kernel+base $(vm_secs $((t_base - t0))) s ($vm_base_state), payload
   "$(du -h "$work" | tail -n 1 | cut -f1) in the temp dir"
 echo "ready kubeconfig=$out/kubeconfig ca-cert-hash=$hash"
 
-# 7. Until the caller closes stdin (or a guest stops). A background job's stdin would be
-# /dev/null: hand it ours explicitly.
-exec 3<&0
-cat <&3 >/dev/null &
-reader=$!
+# 7. Until the caller closes stdin (or a guest stops).
 while kill -0 "$reader" 2>/dev/null; do
-  for p in "${pids[@]}"; do
-    kill -0 "$p" 2>/dev/null || { log "a guest stopped"; kill "$reader"; exit 1; }
-  done
+  check_guests "while the cluster was up"
   sleep 1
 done
 log "stdin closed: stopping the guests"

@@ -17,7 +17,7 @@ if [ "${SKIFF_TMPFS_ROOT:-0}" = 1 ] && [ ! -e /.skiff-tmpfs-root ]; then
   # Moved tree by tree, so the guest never holds two copies of the payload; a busybox of
   # its own does the moving (/bin goes along).
   mkdir -p /newroot
-  mount -t tmpfs -o mode=0755 tmpfs /newroot
+  mount -t tmpfs -o mode=0755,size=90% tmpfs /newroot
   mkdir -p /newroot/.init
   bb=/newroot/.init/busybox # busybox picks the applet by argv[0] unless that is `busybox`
   cp /bin/busybox "$bb"

@@ -5,8 +5,10 @@
 #
 #   SKIFF_VM_CACHE     cache directory (default /var/cache/skiff-vm)
 #   SKIFF_VM_MODULES   modules packed into the base (the guest can `modprobe` them)
+#   SKIFF_VM_TB_MIB    QEMU's translated-code cache per guest (default 256)
 
 vm_cache=${SKIFF_VM_CACHE:-/var/cache/skiff-vm}
+TB_MIB=${SKIFF_VM_TB_MIB:-256}
 vm_modules=${SKIFF_VM_MODULES:-overlay veth bridge br_netfilter sch_ingress cls_bpf act_bpf ext4 virtio_pci virtio_net virtio_blk}
 
 vm_ms() { echo $(($(date +%s%N) / 1000000)); }
@@ -21,13 +23,17 @@ vm_require() {
 }
 
 # Copies FILE (and, for an executable, its shared libraries) into tree ROOT, at DEST or FILE's
-# path. With STRIP=1, debug info is stripped from FILE's copy (less to unpack in the guest).
+# path. With STRIP=1, debug info is stripped from FILE's copy (less to unpack in the guest);
+# with STRIP=all, the symbol table too (a panic's backtrace then has no names).
 vm_copy_in() {
   local root=$1 file=$2 dest=${3:-$2} lib
   mkdir -p "$root$(dirname "$dest")"
   cp -L "$file" "$root$dest"
-  if [ "${STRIP:-0}" = 1 ] && command -v strip >/dev/null; then
-    strip --strip-debug "$root$dest" 2>/dev/null || true
+  if command -v strip >/dev/null; then
+    case ${STRIP:-0} in
+      1) strip --strip-debug "$root$dest" 2>/dev/null || true ;;
+      all) strip --strip-all "$root$dest" 2>/dev/null || true ;;
+    esac
   fi
   for lib in $(ldd "$file" 2>/dev/null | grep -oE '/[^ ]+' || true); do
     [ -e "$root$lib" ] || { mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"; }
@@ -100,13 +106,14 @@ vm_job_archive() {
 }
 
 # Starts QEMU in the background for INITRD with console log LOG and more QEMU arguments;
-# sets $vm_pid. TIMEOUT and MEM are required; QUIET=1 keeps the console off stderr.
+# sets $vm_pid. TIMEOUT and MEM are required; QUIET=1 keeps the console off stderr. The
+# translated-code cache is TB_MIB (QEMU's default, 1 GiB, fills with a big binary's code).
 #   vm_boot INITRD LOG [QEMU ARG]...
 vm_boot() {
   local initrd=$1 log=$2 out=2 # the console and QEMU's messages go to stderr (fd 2) …
   shift 2
   [ "${QUIET:-0}" = 1 ] && { exec {out}>/dev/null; } # … or nowhere
-  timeout --foreground -k 5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -m "$MEM" -smp 1 \
+  timeout --foreground -k 5 "$TIMEOUT" qemu-system-x86_64 -accel "tcg,tb-size=$TB_MIB" -m "$MEM" -smp 1 \
     -nographic -nodefaults -no-reboot \
     -chardev "stdio,id=con,signal=off,logfile=$log" -serial chardev:con \
     -kernel "$vm_kernel" -initrd "$initrd" \
