@@ -1,7 +1,8 @@
 //! End to end: `skiff up` (the real binary) brings up a one-node cluster inside a network
 //! namespace of the test's own, and the real kubectl drives it. Pods really run, get
 //! addresses, serve HTTP, crash and restart with back-off, fail with the messages users
-//! know, survive a `kill -9` of skiff itself, and go away when deleted.
+//! know, resolve Service names through the node's cluster DNS, survive a `kill -9` of skiff
+//! itself, and go away when deleted.
 //! Needs root, `ip`, `nsenter`, python3 and kubectl 1.33 (the machine image has it).
 
 mod support;
@@ -305,6 +306,18 @@ spec:
         command: ["sh", "-c", "hostname > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
 "#;
 
+const RESOLVER: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: resolver}
+spec:
+  containers:
+  - name: c
+    image: skiff.test/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "mkdir -p /tmp/www; while true; do nslookup web.default.svc.cluster.local > /tmp/www/fqdn 2>&1; nslookup web > /tmp/www/short 2>&1; sleep 1; done & exec httpd -f -p 8080 -h /tmp/www"]
+"#;
+
 const BROKEN: &str = r#"
 apiVersion: v1
 kind: Pod
@@ -417,6 +430,26 @@ fn skiff_up_runs_a_deployment_restarts_crashes_and_survives_its_own_restart() {
         },
     );
 
+    // The node answers cluster DNS itself on the kube-dns address (a dummy interface).
+    let cluster_ip_of = |out: &str, ip: &str| {
+        out.lines()
+            .skip_while(|l| !l.starts_with("Name:"))
+            .any(|l| l.split_whitespace().last() == Some(ip))
+    };
+    wait_for("cluster DNS on 10.96.0.10", Duration::from_secs(20), || {
+        let out = up
+            .in_netns("busybox")
+            .args([
+                "nslookup",
+                "kubernetes.default.svc.cluster.local",
+                "10.96.0.10",
+            ])
+            .output();
+        out.is_ok_and(|o| cluster_ip_of(&String::from_utf8_lossy(&o.stdout), "10.96.0.1"))
+    });
+    let svc = up.kubectl_ok(&["get", "svc", "-n", "kube-system", "kube-dns"]);
+    assert!(svc.contains("10.96.0.10"), "{svc}");
+
     // A Deployment of three web servers: three Running pods, three addresses, each serving.
     up.apply(WEB);
     let mut pods = Vec::new();
@@ -437,6 +470,38 @@ fn skiff_up_runs_a_deployment_restarts_crashes_and_survives_its_own_restart() {
             "pod {name} at {ip}"
         );
     }
+
+    // Pods resolve Service names through the node's DNS (resolv.conf → 10.96.0.10 via the
+    // bridge), by the full name and by the short name through the search path.
+    up.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+    ]);
+    let web_ip = up.jsonpath(&["svc", "web"], "{.spec.clusterIP}");
+    assert!(web_ip.starts_with("10."), "{web_ip}");
+    up.apply(RESOLVER);
+    let mut resolver_ip = String::new();
+    wait_for("the resolver pod", Duration::from_secs(60), || {
+        resolver_ip = up.jsonpath(&["pod", "resolver"], "{.status.podIP}");
+        up.jsonpath(&["pod", "resolver"], "{.status.phase}") == "Running" && !resolver_ip.is_empty()
+    });
+    for file in ["fqdn", "short"] {
+        wait_for(
+            &format!("the pod to resolve web ({file})"),
+            Duration::from_secs(30),
+            || {
+                up.http_get(&format!("http://{resolver_ip}:8080/{file}"))
+                    .is_some_and(|out| cluster_ip_of(&out, &web_ip))
+            },
+        );
+    }
+    up.kubectl_ok(&["delete", "pod", "resolver", "--wait=true", "--timeout=60s"]);
+    up.kubectl_ok(&["delete", "svc", "web"]);
 
     // Failures as users see them in `kubectl get pods` and in the container status.
     up.apply(BROKEN);

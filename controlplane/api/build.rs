@@ -2,7 +2,11 @@
 //! protox (a protobuf compiler in Rust), so building needs no `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/node.proto", "proto/stream.proto"];
+    let protos = [
+        "proto/node.proto",
+        "proto/stream.proto",
+        "proto/services.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

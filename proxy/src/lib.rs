@@ -4,9 +4,17 @@
 //! cluster DNS from the same picture.
 //!
 //! The picture of the cluster the proxy works from is [`ClusterState`]: the data plane plans
-//! its maps from it, the DNS server its records.
+//! its maps from it, the DNS server its records. `watch` keeps it from `WatchServices`;
+//! `feed` hands each new one to the [`Consumer`]s (the data plane, `dns::DnsRecords`);
+//! `nodelocal` puts the cluster DNS address on the node; `run` is the proxy process.
 #![forbid(unsafe_code)]
 
+pub mod dns;
+pub mod feed;
+pub mod nodelocal;
+pub mod run;
 pub mod state;
+pub mod watch;
 
+pub use feed::{Consumer, SyncError};
 pub use state::{ClusterState, ObjectKey};

@@ -37,6 +37,10 @@ pub struct ApiServerArgs {
     /// Where nodes dial the node service (gRPC over TLS).
     #[arg(long, default_value = "127.0.0.1:6444")]
     pub node_listen: SocketAddr,
+    /// Addresses for `type: LoadBalancer` Services (e.g. 192.0.2.0/28); without it they
+    /// stay pending.
+    #[arg(long)]
+    pub loadbalancer_pool: Option<ipnet::Ipv4Net>,
     /// A join token chosen in advance (`abcdef.0123456789abcdef`), stored hashed and valid
     /// for 24 hours from each start; without it one is generated. Written to DATA_DIR/join-token.
     #[arg(long, env = "SKIFF_JOIN_TOKEN", hide_env_values = true, value_parser = parse_join_token)]
@@ -70,8 +74,11 @@ impl ControlPlane {
         let server = apiserver::start(config)
             .await
             .context("starting the API server")?;
-        let service =
-            node::NodeService::new(server.client(), node::NodeSettings::new(args.service_cidr));
+        let settings = node::NodeSettings::new(args.service_cidr);
+        node::dns::ensure_service(&server.client(), settings.cluster_dns)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the cluster DNS Service: {}", e.message))?;
+        let service = node::NodeService::new(server.client(), settings);
         let nodes = node::serve(
             args.node_listen,
             service,
@@ -91,7 +98,10 @@ impl ControlPlane {
             leader::run(
                 server.client(),
                 leader::Election::new(identity),
-                controllers::Config::default(),
+                controllers::Config {
+                    loadbalancer_pool: args.loadbalancer_pool,
+                    ..controllers::Config::default()
+                },
             )
         });
         Ok(ControlPlane {

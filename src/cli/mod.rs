@@ -2,8 +2,10 @@
 
 mod controlplane;
 mod image;
+mod node_proxy;
 mod pod;
 mod progress;
+mod proxy;
 mod up;
 
 use std::path::PathBuf;
@@ -47,6 +49,9 @@ pub enum Command {
     Up(up::UpArgs),
     /// This node's agent, joined to a control plane elsewhere, until SIGTERM.
     Kubelet(up::KubeletArgs),
+    /// The node's Service proxy (Services into BPF, cluster DNS).
+    #[command(subcommand)]
+    Proxy(proxy::ProxyCommand),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -74,5 +79,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Apiserver(args) => runtime.block_on(controlplane::run(args)),
         Command::Up(args) => runtime.block_on(up::up(args)),
         Command::Kubelet(args) => runtime.block_on(up::kubelet(&cli.root, args)),
+        Command::Proxy(cmd) => runtime.block_on(proxy::run(&cli.root, cmd)),
     }
 }

@@ -1,6 +1,6 @@
 //! `skiff up`: a single-node cluster in one process — the control plane (embedded store,
-//! API server, node service, controllers) and this machine's kubelet dialling it over the
-//! node contract like any other node. And `skiff kubelet`: the node agent alone, for a
+//! API server, node service, controllers), this machine's kubelet dialling it over the
+//! node contract like any other node, and its Service proxy with the cluster DNS. And `skiff kubelet`: the node agent alone, for a
 //! node joining a control plane elsewhere.
 
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +16,7 @@ use skiff_kubelet::join::{self, NodeCredentials};
 use skiff_runtime::image::PullOptions;
 
 use super::controlplane::{ApiServerArgs, ControlPlane, parse_join_token, terminated};
+use super::node_proxy::{self, ProxyOptions};
 
 /// What a node needs to know to run pods.
 #[derive(Debug, Clone, Args)]
@@ -62,6 +63,14 @@ pub struct UpArgs {
     /// A join token chosen in advance for the nodes that join later (see `skiff apiserver`).
     #[arg(long, env = "SKIFF_JOIN_TOKEN", hide_env_values = true, value_parser = parse_join_token)]
     pub join_token: Option<String>,
+    /// Addresses for `type: LoadBalancer` Services (e.g. 192.0.2.0/28).
+    #[arg(long)]
+    pub loadbalancer_pool: Option<ipnet::Ipv4Net>,
+    /// Run no Service proxy (nor cluster DNS) on this node.
+    #[arg(long)]
+    pub no_proxy: bool,
+    #[command(flatten)]
+    pub proxy: ProxyOptions,
     #[command(flatten)]
     pub node: NodeOptions,
 }
@@ -87,11 +96,16 @@ pub struct KubeletArgs {
     /// server and trusted only if its public key has this hash.
     #[arg(long)]
     pub ca_cert_hash: Option<String>,
+    /// Run no Service proxy (nor cluster DNS) on this node.
+    #[arg(long)]
+    pub no_proxy: bool,
+    #[command(flatten)]
+    pub proxy: ProxyOptions,
     #[command(flatten)]
     pub node: NodeOptions,
 }
 
-fn host_name() -> String {
+pub(super) fn host_name() -> String {
     rustix::system::uname()
         .nodename()
         .to_string_lossy()
@@ -99,7 +113,7 @@ fn host_name() -> String {
 }
 
 /// The node's certificate: the one in ROOT/pki while valid, else a fresh one from joining.
-async fn credentials(
+pub(super) async fn credentials(
     root: &std::path::Path,
     api_server: &str,
     join_token: &str,
@@ -157,6 +171,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         service_node_port_range: PortRange::default(),
         node_listen: args.node_listen,
         join_token: args.join_token.clone(),
+        loadbalancer_pool: args.loadbalancer_pool,
     };
     let plane = ControlPlane::start(&plane_args).await?;
     let node_name = args.node.node_name.clone().unwrap_or_else(host_name);
@@ -170,12 +185,25 @@ pub async fn up(args: UpArgs) -> Result<()> {
         &node_name,
     )
     .await?;
-    let config = agent_config(
-        &node_root,
-        local_url(plane.nodes.addr),
-        credentials,
-        &args.node,
-    )?;
+    let server = local_url(plane.nodes.addr);
+    let proxy = if args.no_proxy {
+        None
+    } else {
+        let dns = skiff_controlplane::node::NodeSettings::new(args.service_cidr).cluster_dns;
+        Some(
+            node_proxy::start(
+                &node_root,
+                &server,
+                &credentials,
+                &args.proxy,
+                &args.node.cgroup_parent,
+                args.node.node_ip,
+                dns,
+            )
+            .await?,
+        )
+    };
+    let config = agent_config(&node_root, server, credentials, &args.node)?;
     println!(
         "skiff is up: node {node_name}, API https://{}\n  export KUBECONFIG={}\n  kubectl get nodes\n{}",
         plane.server.addr,
@@ -192,6 +220,9 @@ pub async fn up(args: UpArgs) -> Result<()> {
             stop.notify_one();
             agent.await.context("stopping the kubelet")?;
         }
+    }
+    if let Some(proxy) = proxy {
+        proxy.stop().await;
     }
     // Pods keep running: the next `skiff up` with this data dir adopts them.
     plane.shutdown().await
@@ -231,6 +262,22 @@ pub async fn kubelet(root: &std::path::Path, args: KubeletArgs) -> Result<()> {
             .await?
         }
     };
+    let proxy = if args.no_proxy {
+        None
+    } else {
+        Some(
+            node_proxy::start(
+                root,
+                &args.server,
+                &credentials,
+                &args.proxy,
+                &args.node.cgroup_parent,
+                args.node.node_ip,
+                std::net::Ipv4Addr::new(10, 96, 0, 10),
+            )
+            .await?,
+        )
+    };
     let config = agent_config(root, args.server, credentials, &args.node)?;
     let stop = tokio::sync::Notify::new();
     let agent = agent::run(config, stop.notified());
@@ -242,6 +289,9 @@ pub async fn kubelet(root: &std::path::Path, args: KubeletArgs) -> Result<()> {
             stop.notify_one();
             agent.await.context("stopping the kubelet")?;
         }
+    }
+    if let Some(proxy) = proxy {
+        proxy.stop().await;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The control plane's brain: the scheduler and the controllers (ReplicaSet, Deployment,
-//! StatefulSet, Endpoints/EndpointSlices, Namespace, garbage collector, node lifecycle).
+//! StatefulSet, Endpoints/EndpointSlices, Namespace, garbage collector, node lifecycle,
+//! LoadBalancer addresses).
 //! Each controller is a level-triggered reconcile of one key from a deduplicating work
 //! queue, fed by shared informers over the in-process API client; its decisions are
 //! pure functions of the cached objects and `now`, unit-tested without I/O.
@@ -12,6 +13,7 @@ pub mod expectations;
 pub mod gc;
 pub mod informer;
 pub mod leader;
+pub mod loadbalancer;
 pub mod meta;
 pub mod namespace;
 pub mod nodelifecycle;
@@ -42,6 +44,9 @@ pub struct Config {
     pub node_monitor_grace: Duration,
     /// How long pods stay on an unreachable node when they do not say (default 300 s).
     pub default_toleration: Duration,
+    /// Where LoadBalancer Services get their addresses (`--loadbalancer-pool`); `None`
+    /// leaves them pending.
+    pub loadbalancer_pool: Option<ipnet::Ipv4Net>,
 }
 
 impl Default for Config {
@@ -50,6 +55,7 @@ impl Default for Config {
             workers: 4,
             node_monitor_grace: Duration::from_secs(40),
             default_toleration: Duration::from_secs(300),
+            loadbalancer_pool: None,
         }
     }
 }
@@ -239,6 +245,16 @@ impl ControllerManager {
         );
         tasks.extend(run_workers(ep, queue.clone(), config.workers));
         queues.push(queue);
+        if let Some(pool) = config.loadbalancer_pool {
+            let (lb, queue) = loadbalancer::LoadBalancerController::new(
+                client.clone(),
+                &informers.services,
+                loadbalancer::Pool::new(pool),
+            );
+            // One worker: decisions see every address handed out before them.
+            tasks.extend(run_workers(lb, queue.clone(), 1));
+            queues.push(queue);
+        }
         tasks.push(nodelifecycle::NodeLifecycle::start(
             client.clone(),
             &informers.nodes,

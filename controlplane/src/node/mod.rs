@@ -5,9 +5,11 @@
 //! rules as the API server's node authorizer. Writes go through the in-process API client,
 //! so admission, validation and watches are the API server's own.
 
+pub mod dns;
 mod podcidr;
 mod refs;
 mod server;
+mod services;
 mod watch;
 
 use std::net::Ipv4Addr;
@@ -34,6 +36,7 @@ use crate::controllers::events;
 pub use podcidr::{PodCidrError, PodCidrs};
 pub use refs::{RefKind, uses};
 pub use server::{NodeServer, NodeServerError, serve};
+pub use services::ServiceFeed;
 
 /// What the control plane tells every node.
 #[derive(Debug, Clone)]
@@ -99,6 +102,17 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// The calling node, from its client certificate (the TLS layer required one signed by the
+/// cluster CA; its CN says which node it is).
+fn identify<T>(request: &Request<T>) -> Result<String, Status> {
+    request
+        .peer_certs()
+        .and_then(|certs| certs.first().and_then(|c| apiserver::node_name(c)))
+        .ok_or_else(|| {
+            Status::unauthenticated("a node client certificate (CN system:node:NAME) is required")
+        })
+}
+
 fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }
@@ -112,17 +126,8 @@ impl NodeService {
         }
     }
 
-    /// The calling node, from its client certificate (the TLS layer required one signed
-    /// by the cluster CA; its CN says which node it is).
     fn identify<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        request
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(|c| apiserver::node_name(c)))
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "a node client certificate (CN system:node:NAME) is required",
-                )
-            })
+        identify(request)
     }
 
     fn same_node(identity: &str, claimed: &str) -> Result<(), Status> {

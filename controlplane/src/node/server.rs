@@ -1,16 +1,17 @@
 //! Serves the node contract over gRPC with mutual TLS on its own port (`--node-listen`,
-//! default 6444): the API server's serving certificate, and a client certificate from the
-//! cluster CA required of every caller (`apiserver::NodeTls`).
+//! default 6444): the `Node` and `Services` services, the API server's serving certificate,
+//! and a client certificate from the cluster CA required of every caller
+//! (`apiserver::NodeTls`).
 
 use std::net::SocketAddr;
 
-use skiff_api::node::node_server;
+use skiff_api::node::{node_server, services_server};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Server, ServerTlsConfig};
 
-use super::NodeService;
+use super::{NodeService, ServiceFeed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeServerError {
@@ -65,7 +66,10 @@ pub async fn serve(
         .tls_config(tls)
         .map_err(NodeServerError::Tls)?
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)));
-    let router = builder.add_service(node_server::NodeServer::new(service));
+    let feed = ServiceFeed::new(service.client.clone());
+    let router = builder
+        .add_service(node_server::NodeServer::new(service))
+        .add_service(services_server::ServicesServer::new(feed));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         router

@@ -92,6 +92,16 @@ impl NetHandle {
         execute(&plan::bridge_plan(name, gateway)?, self, None)
     }
 
+    /// Dummy interface `name` exists, is up and carries `addr`. Idempotent.
+    pub fn ensure_dummy(&mut self, name: &str, addr: IpNet) -> Result<(), NetError> {
+        execute(&plan::dummy_plan(name, addr)?, self, None)
+    }
+
+    /// `addr` on the existing interface `link` (`lo` too). Idempotent.
+    pub fn add_address(&mut self, link: &str, addr: IpNet) -> Result<(), NetError> {
+        execute(&plan::address_plan(link, addr)?, self, None)
+    }
+
     /// Creates the pod's veth pair with the peer directly inside the pod namespace `pod_ns`
     /// (`pod` is a handle opened there), attaches the host end to the bridge, and inside the
     /// pod brings `lo` and the interface up, adds the address and the default route. On

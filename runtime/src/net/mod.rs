@@ -1,6 +1,7 @@
 //! Pod network plumbing through rtnetlink, in-process (no `ip` processes): a bridge per
 //! node, a veth per pod with its peer created directly inside the pod's network namespace,
-//! addresses, the pod's default route, and host routes (host-gw to other nodes' PodCIDRs,
+//! addresses, the pod's default route, a dummy interface for addresses the node answers on
+//! itself (the node-local DNS address), and host routes (host-gw to other nodes' PodCIDRs,
 //! `unreachable` for the Service CIDR). Kubernetes-free: the kubelet decides names and
 //! addresses.
 //!
@@ -26,7 +27,7 @@ pub use handle::NetHandle;
 pub use msg::{LOOPBACK_IFINDEX, build as build_message, get_link};
 pub use netlink::{Nack, Netlink, NetlinkSocket};
 pub use plan::{
-    Op, PodInterface, Route, RouteKind, Side, Step, bridge_plan, del_route_plan, pod_address_plan,
-    pod_interface_plan, pod_link_plan, remove_pod_interface_plan, route_plan, unreachable_plan,
-    validate_ifname,
+    Op, PodInterface, Route, RouteKind, Side, Step, address_plan, bridge_plan, del_route_plan,
+    dummy_plan, pod_address_plan, pod_interface_plan, pod_link_plan, remove_pod_interface_plan,
+    route_plan, unreachable_plan, validate_ifname,
 };

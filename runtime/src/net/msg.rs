@@ -68,6 +68,14 @@ pub fn build(
                 )]));
             (RouteNetlinkMessage::NewLink(m), create)
         }
+        Op::CreateDummy { name } => {
+            let mut m = up_link(name);
+            m.attributes
+                .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                    InfoKind::Dummy,
+                )]));
+            (RouteNetlinkMessage::NewLink(m), create)
+        }
         Op::CreateVeth {
             name,
             peer,

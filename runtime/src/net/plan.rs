@@ -51,6 +51,11 @@ pub enum Op {
         /// Bridge name.
         name: String,
     },
+    /// `RTM_NEWLINK` dummy, created up: a home for addresses the node answers on itself.
+    CreateDummy {
+        /// Interface name.
+        name: String,
+    },
     /// `RTM_NEWLINK` veth: `name` here (up, enslaved to `controller`), its peer `peer`
     /// created directly in the pod namespace (`IFLA_NET_NS_FD`), down.
     CreateVeth {
@@ -92,6 +97,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::CreateBridge { .. } => "RTM_NEWLINK bridge",
+            Op::CreateDummy { .. } => "RTM_NEWLINK dummy",
             Op::CreateVeth { .. } => "RTM_NEWLINK veth",
             Op::SetUp { .. } => "RTM_SETLINK up",
             Op::SetMacUp { .. } => "RTM_SETLINK address+up",
@@ -105,7 +111,9 @@ impl Op {
     /// What the operation is about, for error messages.
     pub fn target(&self) -> String {
         match self {
-            Op::CreateBridge { name } | Op::DelLink { name } => name.clone(),
+            Op::CreateBridge { name } | Op::CreateDummy { name } | Op::DelLink { name } => {
+                name.clone()
+            }
             Op::CreateVeth { name, peer, .. } => format!("{name} (peer {peer})"),
             Op::SetUp { link } => link.clone(),
             Op::SetMacUp { link, mac } => format!(
@@ -227,6 +235,39 @@ pub fn bridge_plan(name: &str, gateway: IpNet) -> Result<Vec<Step>, NetError> {
             Op::AddAddress {
                 link: name.into(),
                 addr: gateway,
+            },
+        )
+        .ok(&[libc::EEXIST]),
+    ])
+}
+
+/// Dummy interface `name` exists, is up and has `addr` (e.g. the node-local cluster DNS
+/// address, `10.96.0.10/32`). Idempotent; nothing is undone.
+pub fn dummy_plan(name: &str, addr: IpNet) -> Result<Vec<Step>, NetError> {
+    validate_ifname(name)?;
+    Ok(vec![
+        Step::new(Side::Host, Op::CreateDummy { name: name.into() }).ok(&[libc::EEXIST]),
+        Step::new(Side::Host, Op::SetUp { link: name.into() }),
+        Step::new(
+            Side::Host,
+            Op::AddAddress {
+                link: name.into(),
+                addr,
+            },
+        )
+        .ok(&[libc::EEXIST]),
+    ])
+}
+
+/// `addr` on the existing interface `link` (e.g. `lo`). Already there is fine.
+pub fn address_plan(link: &str, addr: IpNet) -> Result<Vec<Step>, NetError> {
+    validate_ifname(link)?;
+    Ok(vec![
+        Step::new(
+            Side::Host,
+            Op::AddAddress {
+                link: link.into(),
+                addr,
             },
         )
         .ok(&[libc::EEXIST]),

@@ -120,6 +120,45 @@ fn bridge_plan_tolerates_what_exists() {
 }
 
 #[test]
+fn a_dummy_for_the_node_local_dns_address_is_made_up_and_idempotent() {
+    let steps = dummy_plan("skiffdns0", net("10.96.0.10/32")).unwrap();
+    let ops: Vec<&Op> = steps.iter().map(|s| &s.op).collect();
+    assert_eq!(
+        ops,
+        [
+            &Op::CreateDummy {
+                name: "skiffdns0".into()
+            },
+            &Op::SetUp {
+                link: "skiffdns0".into()
+            },
+            &Op::AddAddress {
+                link: "skiffdns0".into(),
+                addr: net("10.96.0.10/32")
+            },
+        ]
+    );
+    assert_eq!(steps[0].ok_errnos, &[libc::EEXIST]);
+    assert_eq!(steps[2].ok_errnos, &[libc::EEXIST]);
+    let mut no_index = |_: &str| Ok(7);
+    let (m, _) = build_message(&steps[0].op, &mut no_index, None).unwrap();
+    let RouteNetlinkMessage::NewLink(l) = &m else {
+        panic!("{m:?}")
+    };
+    assert!(l.header.flags.contains(LinkFlags::Up));
+    assert!(
+        l.attributes
+            .contains(&LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Dummy
+            )]))
+    );
+    assert!(dummy_plan("a/b", net("10.96.0.10/32")).is_err());
+    let on_lo = address_plan("lo", net("10.96.0.10/32")).unwrap();
+    assert_eq!(on_lo.len(), 1);
+    assert_eq!(on_lo[0].ok_errnos, &[libc::EEXIST]);
+}
+
+#[test]
 fn host_routes_are_truncated_and_deletes_tolerate_absence() {
     let s = route_plan(net("10.244.1.7/24"), ip("192.168.5.2")).unwrap();
     assert_eq!(s[0].op.target(), "10.244.1.0/24 via 192.168.5.2");
@@ -250,6 +289,9 @@ fn every_message_serializes_and_parses_back() {
     let ops = [
         Op::CreateBridge {
             name: "skiff0".into(),
+        },
+        Op::CreateDummy {
+            name: "skiffdns0".into(),
         },
         Op::CreateVeth {
             name: "vethabc".into(),

@@ -302,6 +302,8 @@ fn service_cells(svc: &Value, now: Timestamp) -> Vec<Value> {
         other => other,
     };
     let external = match (external.is_empty(), kind) {
+        // As kubectl's printer: an ExternalName Service's external address is the name.
+        (_, "ExternalName") => or_none(text(svc, &["spec", "externalName"]).into()),
         (true, "LoadBalancer") => "<pending>".into(),
         _ => or_none(external.join(",")),
     };

@@ -1,0 +1,193 @@
+//! Running the node's Service proxy (`skiff_proxy::run`): alone (`skiff proxy run`) or
+//! beside the kubelet in `skiff up` and `skiff kubelet`. Settings: the cluster DNS address
+//! and domain, the upstream resolvers, and the BPF data plane's attach cgroup and pin dir.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use skiff_kubelet::join::NodeCredentials;
+use skiff_proxy::feed::{Consumer, Pacing};
+use skiff_proxy::run::{DnsSettings, ProxyConfig, RunningProxy};
+use skiff_proxy::watch::WatchConfig;
+
+use super::controlplane::terminated;
+
+/// The proxy's settings, shared by `skiff proxy run`, `skiff up` and `skiff kubelet`.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyOptions {
+    /// The cluster DNS address this node answers on (what pods' resolv.conf names); default:
+    /// the Service range's tenth address (10.96.0.10 for the default range).
+    #[arg(long)]
+    pub cluster_dns: Option<Ipv4Addr>,
+    /// The cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Resolvers for names outside the cluster domain (repeatable, `IP:53`); default: the
+    /// nameservers of this node's /etc/resolv.conf.
+    #[arg(long = "dns-upstream")]
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// Serve no cluster DNS on this node.
+    #[arg(long)]
+    pub no_dns: bool,
+    /// The cgroup v2 directory the BPF socket programs attach to. On a dedicated node the
+    /// cgroup2 root; default: the pods' parent cgroup below skiff's own (never the root of
+    /// a shared machine).
+    #[arg(long)]
+    pub bpf_cgroup: Option<PathBuf>,
+    /// Where the BPF programs and maps are pinned (a bpffs mount is made there if needed);
+    /// default: ROOT/bpf.
+    #[arg(long)]
+    pub bpf_pin_dir: Option<PathBuf>,
+}
+
+/// Options of `skiff proxy run`.
+#[derive(Debug, Args)]
+pub struct ProxyRunArgs {
+    /// The control plane's node service, `https://HOST:6444`.
+    #[arg(long)]
+    pub server: String,
+    /// The API server, to join with a token when ROOT/pki holds no certificate yet.
+    #[arg(long)]
+    pub api_server: Option<String>,
+    /// The cluster CA certificate (PEM), for joining.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    #[arg(long, env = "SKIFF_JOIN_TOKEN", default_value = "")]
+    pub join_token: String,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// This node's address (for NodePorts and traffic policy).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// The pods' cgroup, relative to the cgroup skiff runs in (the default attach point).
+    #[arg(long, env = "SKIFF_CGROUP_PARENT", default_value = "skiff-pods")]
+    pub cgroup_parent: PathBuf,
+    #[command(flatten)]
+    pub proxy: ProxyOptions,
+}
+
+/// What the BPF data plane is opened with (issue 8's `Dataplane::open`).
+#[derive(Debug, Clone)]
+pub struct DataplaneSettings {
+    pub node_name: String,
+    pub node_ip: Option<IpAddr>,
+    pub attach_cgroup: PathBuf,
+    pub pin_dir: PathBuf,
+}
+
+/// The cgroup the pods run below: `cgroup_parent` under skiff's own cgroup on the cgroup2
+/// hierarchy.
+fn pods_cgroup(cgroup_parent: &Path) -> Result<PathBuf> {
+    let read = |p: &str| std::fs::read_to_string(p).with_context(|| format!("reading {p}"));
+    let layout = skiff_runtime::cgroup::Layout::parse(
+        &read("/proc/self/mountinfo")?,
+        &read("/proc/self/cgroup")?,
+    )
+    .context("reading the cgroup layout")?;
+    let unified = layout
+        .unified
+        .context("no cgroup2 hierarchy to attach the BPF programs to")?;
+    Ok(unified.own_dir().join(cgroup_parent))
+}
+
+/// The data plane consumers for `settings`.
+///
+/// The BPF data plane (`ebpf-dataplane` branch: `skiff_proxy::Dataplane::open(config)` and
+/// `sync(&ClusterState)`) is not part of this branch yet: until it is merged the proxy
+/// serves cluster DNS and keeps the Service picture, and Service addresses stay
+/// untranslated (the node's unreachable route refuses them).
+fn data_plane(settings: &DataplaneSettings) -> Result<Vec<Box<dyn Consumer>>> {
+    tracing::warn!(
+        node = %settings.node_name,
+        node_ip = ?settings.node_ip,
+        attach_cgroup = %settings.attach_cgroup.display(),
+        pin_dir = %settings.pin_dir.display(),
+        "the BPF data plane is not part of this build: Service addresses are not translated"
+    );
+    Ok(Vec::new())
+}
+
+/// Starts the proxy towards `server` with `credentials`. `default_dns` is the cluster DNS
+/// address when `--cluster-dns` is not given.
+pub async fn start(
+    root: &Path,
+    server: &str,
+    credentials: &NodeCredentials,
+    options: &ProxyOptions,
+    cgroup_parent: &Path,
+    node_ip: Option<IpAddr>,
+    default_dns: Ipv4Addr,
+) -> Result<RunningProxy> {
+    let dns = (!options.no_dns).then(|| {
+        let address = options.cluster_dns.unwrap_or(default_dns);
+        let mut dns = DnsSettings::node_local(address, options.cluster_domain.clone());
+        if !options.dns_upstreams.is_empty() {
+            dns.upstreams = options.dns_upstreams.clone();
+        }
+        dns
+    });
+    let settings = DataplaneSettings {
+        node_name: credentials.node_name.clone(),
+        node_ip,
+        attach_cgroup: match &options.bpf_cgroup {
+            Some(dir) => dir.clone(),
+            None => pods_cgroup(cgroup_parent)?,
+        },
+        pin_dir: options
+            .bpf_pin_dir
+            .clone()
+            .unwrap_or_else(|| root.join("bpf")),
+    };
+    let config = ProxyConfig {
+        watch: WatchConfig {
+            server: server.to_owned(),
+            tls: credentials.tonic_client_tls(None),
+            window: Duration::from_millis(50),
+        },
+        dns,
+        pacing: Pacing::default(),
+    };
+    let proxy = skiff_proxy::run::start(config, data_plane(&settings)?)
+        .await
+        .context("starting the Service proxy")?;
+    if let Some(addr) = proxy.dns_addr {
+        tracing::info!(%addr, "cluster DNS on this node");
+    }
+    Ok(proxy)
+}
+
+/// `skiff proxy run`.
+pub async fn run(root: &Path, args: ProxyRunArgs) -> Result<()> {
+    let node_name = args.node_name.clone().unwrap_or_else(super::up::host_name);
+    let credentials = match NodeCredentials::load(&root.join("pki")) {
+        Ok(c) if c.node_name == node_name && c.is_valid_at(std::time::SystemTime::now()) => c,
+        _ => {
+            let (Some(api_server), Some(ca_file)) = (&args.api_server, &args.ca_file) else {
+                anyhow::bail!(
+                    "no node certificate in {}: join first (skiff kubelet) or give --api-server, --ca-file and --join-token",
+                    root.join("pki").display()
+                );
+            };
+            let ca_pem = std::fs::read_to_string(ca_file)
+                .with_context(|| format!("reading {}", ca_file.display()))?;
+            super::up::credentials(root, api_server, &args.join_token, &ca_pem, &node_name).await?
+        }
+    };
+    let proxy = start(
+        root,
+        &args.server,
+        &credentials,
+        &args.proxy,
+        &args.cgroup_parent,
+        args.node_ip,
+        Ipv4Addr::new(10, 96, 0, 10),
+    )
+    .await?;
+    terminated().await?;
+    proxy.stop().await;
+    Ok(())
+}
