@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::cleanup::{self, wait_for};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -169,90 +171,12 @@ impl Drop for Up {
         self.stop();
         // …then whatever is left: processes in our pod cgroups, the cgroups, mounts under
         // the data dir, the namespace (which takes the bridge and veths along).
-        for hierarchy in [
-            "unified", "pids", "cpu", "memory", "cpuset", "freezer", "devices", "blkio", "",
-        ] {
-            let root = Path::new("/sys/fs/cgroup").join(hierarchy);
-            for dir in find_dirs(&root, &self.cgroup_parent, 4) {
-                kill_tree(&dir);
-                remove_tree(&dir);
-            }
-        }
-        let data = self.dir.path().to_string_lossy().into_owned();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&data))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = Command::new("umount").args(["-l", p]).status();
-        }
+        cleanup::remove_cgroups(&self.cgroup_parent);
+        cleanup::unmount_below(self.dir.path());
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .status();
     }
-}
-
-fn find_dirs(root: &Path, name: &str, depth: usize) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        if !e.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        if e.file_name().to_string_lossy() == name {
-            out.push(e.path());
-        } else if depth > 0 {
-            out.extend(find_dirs(&e.path(), name, depth - 1));
-        }
-    }
-    out
-}
-
-fn kill_tree(dir: &Path) {
-    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-        for pid in procs.split_whitespace() {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                kill_tree(&e.path());
-            }
-        }
-    }
-}
-
-fn remove_tree(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&e.path());
-            }
-        }
-    }
-    for _ in 0..20 {
-        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn ready() -> Option<Up> {
@@ -394,6 +318,95 @@ spec:
     readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
 "#;
 
+const INIT: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: init}
+spec:
+  initContainers:
+  - {name: one, image: skiff.test/busybox:latest, imagePullPolicy: IfNotPresent,
+     command: ["sh", "-c", "echo one >> /work/order"],
+     volumeMounts: [{name: work, mountPath: /work}]}
+  - {name: two, image: skiff.test/busybox:latest, imagePullPolicy: IfNotPresent,
+     command: ["sh", "-c", "sleep 8; echo two >> /work/order"],
+     volumeMounts: [{name: work, mountPath: /work}]}
+  containers:
+  - {name: web, image: skiff.test/busybox:latest, imagePullPolicy: IfNotPresent,
+     command: ["sh", "-c", "echo main >> /work/order; exec httpd -f -p 8080 -h /work"],
+     volumeMounts: [{name: work, mountPath: /work}]}
+  volumes: [{name: work, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: initloop}
+spec:
+  initContainers:
+  - {name: bad, image: skiff.test/busybox:latest, imagePullPolicy: IfNotPresent,
+     command: ["sh", "-c", "exit 3"]}
+  containers:
+  - {name: c, image: skiff.test/busybox:latest, imagePullPolicy: IfNotPresent, command: ["sleep", "3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: initnever}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: bad, image: skiff.test/busybox:latest, imagePullPolicy: IfNotPresent,
+     command: ["sh", "-c", "exit 1"]}
+  containers:
+  - {name: c, image: skiff.test/busybox:latest, imagePullPolicy: IfNotPresent, command: ["sleep", "3600"]}
+"#;
+
+/// Hooks and a graceful delete; `HOSTOUT` is replaced by a directory of the test's.
+const HOOKS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: hooks}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: c
+    image: skiff.test/busybox:latest
+    imagePullPolicy: IfNotPresent
+    # SIGTERM ignored: only the grace period's SIGKILL ends it.
+    command: ["sh", "-c", "trap '' TERM; exec httpd -f -p 8080 -h /www"]
+    lifecycle:
+      postStart: {exec: {command: ["sh", "-c", "echo started > /www/poststart"]}}
+      preStop: {exec: {command: ["sh", "-c", "echo stopping > /out/prestop"]}}
+    volumeMounts:
+    - {name: www, mountPath: /www}
+    - {name: out, mountPath: /out}
+  volumes:
+  - {name: www, emptyDir: {}}
+  - {name: out, hostPath: {path: HOSTOUT, type: DirectoryOrCreate}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: badhook}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: skiff.test/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    lifecycle:
+      postStart: {exec: {command: ["sh", "-c", "exit 7"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: oom}
+spec:
+  containers:
+  - name: hog
+    image: skiff.test/busybox:latest
+    imagePullPolicy: IfNotPresent
+    # busybox dd allocates its block: 256 MiB cannot fit in 32 MiB.
+    command: ["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"]
+    resources: {limits: {memory: 32Mi}}
+"#;
+
 /// The web pods: name → (ip, restartCount), once all three run.
 fn web_pods(up: &Up) -> Vec<(String, String, String)> {
     let text = up.jsonpath(
@@ -471,6 +484,22 @@ fn skiff_up_runs_a_deployment_restarts_crashes_and_survives_its_own_restart() {
         );
     }
 
+    // The kubelet's /metrics (on loopback in the node's namespace): three pods started and
+    // running, each start in the SLI histogram.
+    let metrics = up
+        .http_get("http://127.0.0.1:10255/metrics")
+        .unwrap_or_default();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(value("kubelet_running_pods ") >= 3.0, "{metrics}");
+    assert!(
+        value("kubelet_pod_start_sli_duration_seconds_count ") >= 3.0,
+        "{metrics}"
+    );
     // Pods resolve Service names through the node's DNS (resolv.conf → 10.96.0.10 via the
     // bridge), by the full name and by the short name through the search path.
     up.kubectl_ok(&[
@@ -625,6 +654,134 @@ fn skiff_up_runs_a_deployment_restarts_crashes_and_survives_its_own_restart() {
     ]);
     assert!(events.contains("Liveness probe failed"), "{events}");
     up.kubectl_ok(&["delete", "pod", "probed", "--wait=true", "--timeout=60s"]);
+
+    // Init containers: one after another, each to exit 0, before the container; a failing
+    // one runs again with back-off, or fails the pod under restartPolicy Never.
+    up.apply(INIT);
+    wait_for("Init:1/2", Duration::from_secs(60), || {
+        up.kubectl_ok(&["get", "pod", "init"]).contains("Init:1/2")
+    });
+    let mut ip = String::new();
+    wait_for("the initialized pod", Duration::from_secs(60), || {
+        ip = up.jsonpath(&["pod", "init"], "{.status.podIP}");
+        up.kubectl_ok(&["get", "pod", "init"]).contains("Running")
+    });
+    let initialized = up.jsonpath(
+        &["pod", "init"],
+        "{.status.conditions[?(@.type==\"Initialized\")].status}",
+    );
+    assert_eq!(initialized, "True");
+    let reasons = up.jsonpath(
+        &["pod", "init"],
+        "{.status.initContainerStatuses[*].state.terminated.reason}",
+    );
+    assert_eq!(reasons, "Completed Completed");
+    wait_for("the init pod's httpd", Duration::from_secs(20), || {
+        up.http_get(&format!("http://{ip}:8080/order")).is_some()
+    });
+    assert_eq!(
+        up.http_get(&format!("http://{ip}:8080/order")).as_deref(),
+        Some("one\ntwo\nmain\n"),
+        "in order, each once"
+    );
+    wait_for("Init:CrashLoopBackOff", Duration::from_secs(60), || {
+        up.kubectl_ok(&["get", "pod", "initloop"])
+            .contains("Init:CrashLoopBackOff")
+    });
+    let restarts = up.jsonpath(
+        &["pod", "initloop"],
+        "{.status.initContainerStatuses[0].restartCount}",
+    );
+    assert!(
+        restarts.trim().parse::<u32>().unwrap_or(0) >= 1,
+        "{restarts}"
+    );
+    let app = up.jsonpath(
+        &["pod", "initloop"],
+        "{.status.containerStatuses[0].state.waiting.reason}",
+    );
+    assert_eq!(app, "PodInitializing", "the container never started");
+    wait_for("Init:Error and Failed", Duration::from_secs(60), || {
+        up.jsonpath(&["pod", "initnever"], "{.status.phase}") == "Failed"
+            && up
+                .kubectl_ok(&["get", "pod", "initnever"])
+                .contains("Init:Error")
+    });
+    up.kubectl_ok(&[
+        "delete",
+        "pod",
+        "init",
+        "initloop",
+        "initnever",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+
+    // Hooks: postStart's effect is there once the container shows Running; a failing
+    // postStart kills the container; preStop runs on delete, and the grace period holds
+    // (the container ignores SIGTERM). And a container over its memory limit: OOMKilled.
+    let out = up.dir.path().join("hostout");
+    up.apply(&HOOKS.replace("HOSTOUT", out.to_str().unwrap_or_default()));
+    wait_for("the hooked pod", Duration::from_secs(60), || {
+        ip = up.jsonpath(&["pod", "hooks"], "{.status.podIP}");
+        !up.jsonpath(
+            &["pod", "hooks"],
+            "{.status.containerStatuses[0].state.running}",
+        )
+        .is_empty()
+    });
+    wait_for("the hooked pod's httpd", Duration::from_secs(20), || {
+        up.http_get(&format!("http://{ip}:8080/poststart"))
+            .is_some()
+    });
+    assert_eq!(
+        up.http_get(&format!("http://{ip}:8080/poststart"))
+            .as_deref(),
+        Some("started\n")
+    );
+    wait_for("FailedPostStartHook", Duration::from_secs(60), || {
+        let events = up.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=badhook",
+        ]);
+        let restarts = up.jsonpath(
+            &["pod", "badhook"],
+            "{.status.containerStatuses[0].restartCount}",
+        );
+        events.contains("FailedPostStartHook") && restarts.trim() != "0"
+    });
+    wait_for("OOMKilled", Duration::from_secs(60), || {
+        let last = up.jsonpath(
+            &["pod", "oom"],
+            "{.status.containerStatuses[0].lastState.terminated.reason} {.status.containerStatuses[0].lastState.terminated.exitCode}",
+        );
+        last == "OOMKilled 137"
+    });
+    up.kubectl_ok(&["delete", "pod", "hooks", "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        up.jsonpath(&["pod", "hooks"], "{.metadata.name}"),
+        "hooks",
+        "still terminating within its grace period"
+    );
+    wait_for("the hooked pod to go", Duration::from_secs(3 + 30), || {
+        up.kubectl(&["get", "pod", "hooks"]).2.contains("NotFound")
+    });
+    assert_eq!(
+        std::fs::read_to_string(out.join("prestop")).ok().as_deref(),
+        Some("stopping\n"),
+        "preStop ran"
+    );
+    up.kubectl_ok(&[
+        "delete",
+        "pod",
+        "badhook",
+        "oom",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
 
     // kill -9 of skiff (control plane and kubelet at once), then start again: the pods
     // were never stopped, nothing restarted, same addresses, still serving.

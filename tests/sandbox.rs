@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use skiff_runtime::cgroup::{CgroupFs, Limit, Parent, Resources};
-use skiff_runtime::container::{State, logs};
+use skiff_runtime::container::{ProcessSpec, State, logs};
 use skiff_runtime::net::{NetHandle, PodInterface};
 use skiff_runtime::ns::{self, NsKind, PinnedNs};
 use skiff_runtime::sandbox::{SandboxSpec, Sandboxes};
@@ -210,6 +210,24 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_detected() {
         log.is_empty() || log.iter().all(|l| !l.text.contains("records out")),
         "dd never finished: {log:?}"
     );
+
+    // A restart reuses the container's cgroup, whose OOM-kill count stays: a later SIGKILL
+    // of the new instance (a stop, a liveness kill) is not an OOM kill.
+    let mut again = pods.node.containers.spec(&id).unwrap();
+    again.process = ProcessSpec::new(&["sh", "-c", "trap '' TERM; sleep 60"], &["PATH=/bin"]);
+    pods.node.containers.remove(&id).unwrap();
+    pods.node.containers.create(&again).unwrap();
+    pods.node.containers.start(&id).unwrap();
+    let stopped = pods
+        .node
+        .containers
+        .stop(&id, Duration::from_millis(300))
+        .unwrap();
+    assert!(
+        matches!(stopped.state, State::Exited(e) if e.signal == libc::SIGKILL),
+        "{stopped:?}"
+    );
+    assert_eq!(stopped.reason, None, "not OOMKilled: {stopped:?}");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 # the node's configuration and starts it — the control plane (`skiff up`: API server, node
 # service, controllers and this machine's kubelet in one process) or a worker kubelet that
 # joins with a join token and the CA's hash. Under systemd the daemon is a unit
-# (contrib/systemd/); otherwise (the QEMU test guests, busybox init) a background process in
+# (contrib/systemd/skiff-up.service or skiff-kubelet.service, with a drop-in that takes the
+# arguments from /etc/skiff/ROLE.env); otherwise (the QEMU test guests, busybox init) a background process in
 # a cgroup of its own, restarted when it exits. Idempotent: provisioning again installs a
 # changed binary, rewrites the configuration and restarts the daemon; pods keep running.
 # POSIX sh (Debian's dash, busybox ash).
@@ -20,7 +21,8 @@
 #   --binary FILE      the skiff binary to install (default: $SKIFF_BINARY, else skiff on PATH)
 #   --image DIR        an OCI layout to import as skiff.test/busybox:latest (default: built
 #                      with tests/image/mkimage.py when python3 and busybox-static are there)
-#   --data-dir DIR     default /var/lib/skiff (the node's images and pods: DIR/node)
+#   --data-dir DIR     default /var/lib/skiff/cluster (control plane), /var/lib/skiff (worker);
+#                      the node's images and pods are in DIR/node
 #   --init systemd|background   default: systemd when it is PID 1
 #   --wait SECS        how long to wait for the node to be up (default 300; 0: do not wait)
 # Control plane: --ca-cert/--ca-key install the cluster CA made in advance (so its hash is
@@ -32,7 +34,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 role=${1:-}
 [ $# -gt 0 ] && shift
-address= token= node_name= binary=${SKIFF_BINARY:-} image= data_dir=/var/lib/skiff init=
+address= token= node_name= binary=${SKIFF_BINARY:-} image= data_dir= init=
 wait_secs=300 ca_cert= ca_key= kubeconfig_out= api_server= ca_hash=
 
 die() {
@@ -80,11 +82,15 @@ if [ -n "$ca_cert$ca_key" ] && { [ -z "$ca_cert" ] || [ -z "$ca_key" ]; }; then
   die "--ca-cert and --ca-key go together"
 fi
 [ -n "$node_name" ] || node_name=$(hostname)
+if [ -z "$data_dir" ]; then
+  # As scripts/up and the units in contrib/systemd lay it out.
+  if [ "$role" = controlplane ]; then data_dir=/var/lib/skiff/cluster; else data_dir=/var/lib/skiff; fi
+fi
 if [ -z "$init" ]; then
   if [ -d /run/systemd/system ]; then init=systemd; else init=background; fi
 fi
 node_root=$data_dir/node
-unit=skiff-$role
+unit=skiff-up # the control plane and this machine's kubelet, in one process
 [ "$role" = worker ] && unit=skiff-kubelet
 
 # 1. The binary (and skiff-setup beside it, when built: the small container setup helper).
@@ -152,6 +158,12 @@ fi
 rm -f "$data_dir/ca-cert-hash"
 if [ "$init" = systemd ]; then
   install -m 0644 "$repo/contrib/systemd/$unit.service" "/etc/systemd/system/$unit.service"
+  # The unit as shipped, its arguments and environment from our file.
+  mkdir -p "/etc/systemd/system/$unit.service.d"
+  printf '%s\n' "# Written by vagrant/provision.sh." "[Service]" "EnvironmentFile=" \
+    "EnvironmentFile=$env_file" "ExecStart=" "ExecStart=/usr/local/bin/skiff \$SKIFF_ARGS" \
+    >"/etc/systemd/system/$unit.service.d/provision.conf"
+  [ "$unit" = skiff-up ] && mkdir -p /var/lib/skiff/cluster # where the unit appends its log
   systemctl daemon-reload
   systemctl enable "$unit.service" >/dev/null 2>&1
   systemctl restart "$unit.service"

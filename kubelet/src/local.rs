@@ -158,6 +158,9 @@ pub struct ContainerRecord {
     pub image: String,
     pub log_dir: PathBuf,
     pub log_name: String,
+    /// An init container: runs to completion, in order, before the others start.
+    #[serde(default)]
+    pub init: bool,
 }
 
 /// A container as `pod ls` shows it.
@@ -279,8 +282,35 @@ impl LocalPods {
         let record = self.create_pod(&pod, &name, None)?;
         for c in &record.containers {
             self.start_container(&record, &c.name)?;
+            if c.init {
+                self.wait_init(&record, c)?;
+            }
         }
         Ok(record)
+    }
+
+    /// Waits for an init container to finish; anything but exit 0 stops the pod's start.
+    fn wait_init(&self, record: &PodRecord, c: &ContainerRecord) -> Result<(), LocalError> {
+        let status = self
+            .containers
+            .wait(&c.id, Duration::from_secs(24 * 3600))
+            .map_err(|source| LocalError::Container {
+                pod: record.name.clone(),
+                source: Box::new(source),
+            })?;
+        match status.state {
+            State::Exited(e) if e.shell_code() == 0 => Ok(()),
+            State::Exited(e) => Err(LocalError::Setup(format!(
+                "pod {}: init container {} exited with {}",
+                record.name,
+                c.name,
+                e.shell_code()
+            ))),
+            _ => Err(LocalError::Setup(format!(
+                "pod {}: init container {} did not finish",
+                record.name, c.name
+            ))),
+        }
     }
 
     /// Makes pod `name` (a label: the pod's name for the CLI, its uid for the node agent):
@@ -527,24 +557,31 @@ impl LocalPods {
         let mut plan = podspec::plan(pod, &ctx, &self.images, objects)?;
         // Container ids follow the record's name: two pods of one name in two namespaces
         // (or two instances of one pod) never share one.
-        for c in &mut plan.containers {
+        for c in plan.init_containers.iter_mut().chain(&mut plan.containers) {
             c.spec.id = format!("{name}.{}", c.name);
         }
+        let inits = plan.init_containers.len();
+        let all: Vec<&podspec::ContainerPlan> = plan
+            .init_containers
+            .iter()
+            .chain(&plan.containers)
+            .collect();
         let mut record = PodRecord {
             name: name.into(),
             hostname: plan.hostname.clone(),
             host_network: plan.host_network,
             ip,
             grace_seconds: plan.grace.as_secs(),
-            containers: plan
-                .containers
+            containers: all
                 .iter()
-                .map(|c| ContainerRecord {
+                .enumerate()
+                .map(|(i, c)| ContainerRecord {
                     name: c.name.clone(),
                     id: c.spec.id.clone(),
                     image: c.image.clone(),
                     log_dir: c.spec.log.dir.clone(),
                     log_name: c.spec.log.name.clone(),
+                    init: i < inits,
                 })
                 .collect(),
             cgroup_dirs: vec![],
@@ -573,7 +610,7 @@ impl LocalPods {
         record.cgroup_dirs = cgroup.nodes().iter().map(|n| n.dir.clone()).collect();
         self.write_record(&record)?;
         let join = sandboxes.join(name).map_err(sandbox_err)?;
-        for c in &plan.containers {
+        for c in all {
             let cgroup = sandboxes
                 .container_cgroup(name, &c.name, &c.resources)
                 .map_err(sandbox_err)?;
@@ -623,6 +660,48 @@ impl LocalPods {
                 pod: what,
                 source: Box::new(source),
             })
+    }
+
+    /// Adds (or replaces) the route `dst via gateway` in the node's network namespace: the
+    /// way to another node's pods.
+    pub fn route_via(&self, dst: IpNet, gateway: IpAddr) -> Result<(), LocalError> {
+        let what = format!("route {dst} via {gateway}");
+        self.node_net(&what)?
+            .add_route(dst, gateway)
+            .map_err(|source| LocalError::Net {
+                pod: what,
+                source: Box::new(source),
+            })
+    }
+
+    /// Deletes the route to `dst` in the node's network namespace (gone already is fine).
+    pub fn del_route(&self, dst: IpNet) -> Result<(), LocalError> {
+        let what = format!("route {dst}");
+        self.node_net(&what)?
+            .del_route(dst)
+            .map_err(|source| LocalError::Net {
+                pod: what,
+                source: Box::new(source),
+            })
+    }
+
+    /// Turns on IPv4 forwarding in the node's network namespace (this process's: a pinned
+    /// node namespace is only used by tests of the pod network, which route nothing).
+    pub fn enable_forwarding(&self) -> Result<(), LocalError> {
+        let path = PathBuf::from("/proc/sys/net/ipv4/ip_forward");
+        if self.cfg.node_netns.is_some() {
+            return Err(LocalError::Setup(
+                "forwarding in a pinned node network namespace is not supported".into(),
+            ));
+        }
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+            return Ok(());
+        }
+        std::fs::write(&path, "1").map_err(|source| LocalError::Io {
+            op: "write",
+            path,
+            source,
+        })
     }
 
     /// The pod's veth on the node bridge (made if missing, carrying the CIDR's gateway).

@@ -7,18 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
 use skiff_runtime::image::unpack::{UnpackError, unpack_layer};
-
-fn privileged() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI runs privileged tests as root"
-    );
-    eprintln!("skipping: needs root");
-    false
-}
+use skiff_testsupport::privileged;
 
 /// A sandbox: `layer/` is where the unpack goes; `outside/` is a sibling that must stay empty.
 struct Sandbox {

@@ -39,6 +39,19 @@ pub struct NodeOptions {
     /// Image pulls at once.
     #[arg(long, default_value_t = 3)]
     pub parallel_pulls: usize,
+    /// Where the kubelet serves `/metrics` (Prometheus text, plain HTTP): keep it on
+    /// loopback. `off` serves none.
+    #[arg(long, default_value = "127.0.0.1:10255")]
+    pub metrics_listen: String,
+}
+
+fn parse_listen(s: &str) -> Result<Option<SocketAddr>> {
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .with_context(|| format!("--metrics-listen {s:?}: HOST:PORT or off"))
 }
 
 /// Options of `skiff up`.
@@ -146,6 +159,7 @@ fn agent_config(
             ..PullOptions::default()
         },
         parallel_pulls: node.parallel_pulls,
+        metrics_listen: parse_listen(&node.metrics_listen)?,
     })
 }
 

@@ -2,51 +2,14 @@
 //! images, and deciding whether a privileged test may run.
 #![allow(dead_code)]
 
+pub mod cleanup;
 pub mod runtime;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// True when the test may run: root, and the named programs installed. Outside CI a missing
-/// prerequisite skips the test with a message; under CI it fails the test.
-pub fn privileged_with(programs: &[&str]) -> bool {
-    let mut missing: Vec<String> = Vec::new();
-    if !rustix_is_root() {
-        missing.push("root".into());
-    }
-    for program in programs {
-        if which(program).is_none() {
-            missing.push(format!("the `{program}` program"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run this test, but it lacks {}",
-        missing.join(", ")
-    );
-    eprintln!("skipping: needs {}", missing.join(", "));
-    false
-}
-
-fn rustix_is_root() -> bool {
-    // The effective uid, from /proc (the tests link no libc bindings).
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        .unwrap_or(false)
-}
-
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
+pub use skiff_testsupport::privileged_with;
 
 /// `skiff --root ROOT ARGS…`
 pub fn skiff(root: &Path, args: &[&str]) -> Output {

@@ -43,11 +43,16 @@ pub async fn channel(server: &str, tls: ClientTlsConfig) -> Result<Channel, Dial
     })
 }
 
+/// The `host:port` of `https://host:port/…`.
+pub fn authority(server: &str) -> &str {
+    let rest = server.split_once("://").map_or(server, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
+}
+
 /// The host part of `https://host:port` (the serving certificate names 127.0.0.1 and
 /// localhost, plus whatever `--tls-san` added).
 pub fn tls_name(server: &str) -> String {
-    let rest = server.split_once("://").map_or(server, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority(server);
     let host = match authority.rsplit_once(':') {
         Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
         _ => authority,
@@ -67,5 +72,9 @@ mod tests {
         assert_eq!(tls_name("https://cp.example:6444/"), "cp.example");
         assert_eq!(tls_name("https://[::1]:6444"), "::1");
         assert_eq!(tls_name("https://localhost"), "localhost");
+        assert_eq!(
+            super::authority("https://cp.example:6444/x"),
+            "cp.example:6444"
+        );
     }
 }

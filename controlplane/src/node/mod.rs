@@ -8,6 +8,7 @@
 pub mod dns;
 mod podcidr;
 mod refs;
+mod routes;
 mod server;
 mod services;
 mod watch;
@@ -26,7 +27,7 @@ use skiff_api::node::node_server;
 use skiff_api::node::{
     EventRequest, EventResponse, HeartbeatRequest, HeartbeatResponse, ObjectRequest,
     ObjectResponse, PodEvent, PodRef, PodStatusRequest, PodStatusResponse, PodTerminatedResponse,
-    RegisterRequest, RegisterResponse, WatchPodsRequest,
+    RegisterRequest, RegisterResponse, WatchNodesRequest, WatchPodsRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -35,6 +36,7 @@ use crate::controllers::events;
 
 pub use podcidr::{PodCidrError, PodCidrs};
 pub use refs::{RefKind, uses};
+pub use routes::routes;
 pub use server::{NodeServer, NodeServerError, serve};
 pub use services::ServiceFeed;
 
@@ -333,6 +335,18 @@ impl node_server::Node for NodeService {
         let r = request.get_ref();
         Self::same_node(&identity, &r.node_name)?;
         let stream = watch::pods(self.client.clone(), identity, r.resource_version).await?;
+        Ok(Response::new(stream))
+    }
+
+    type WatchNodesStream = routes::RouteStream;
+
+    async fn watch_nodes(
+        &self,
+        request: Request<WatchNodesRequest>,
+    ) -> Result<Response<routes::RouteStream>, Status> {
+        let identity = self.identify(&request)?;
+        Self::same_node(&identity, &request.get_ref().node_name)?;
+        let stream = routes::watch(self.client.clone(), identity).await?;
         Ok(Response::new(stream))
     }
 

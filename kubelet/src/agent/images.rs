@@ -21,8 +21,15 @@ impl Images {
         }
     }
 
-    /// Makes `reference` present as `policy` asks; the error is what the user reads.
-    pub async fn ensure(&self, reference: &str, policy: &str) -> Result<(), String> {
+    /// Makes `reference` present as `policy` asks, pulling with the credentials of
+    /// `auth_file` (the pod's pull secrets) when given; the error is what the user reads. A
+    /// pull returns how long it took.
+    pub async fn ensure(
+        &self,
+        reference: &str,
+        policy: &str,
+        auth_file: Option<&std::path::Path>,
+    ) -> Result<Option<std::time::Duration>, String> {
         let parsed = Reference::parse(reference)
             .map_err(|e| format!("Failed to pull image \"{reference}\": {e}"))?;
         let present = self
@@ -31,7 +38,7 @@ impl Images {
             .map_err(|e| e.to_string())?
             .is_some();
         match (policy, present) {
-            ("Never", true) | ("IfNotPresent", true) => return Ok(()),
+            ("Never", true) | ("IfNotPresent", true) => return Ok(None),
             ("Never", false) => {
                 return Err(format!(
                     "Container image \"{reference}\" is not present with pull policy of Never"
@@ -40,9 +47,14 @@ impl Images {
             _ => {}
         }
         let _slot = self.slots.acquire().await.map_err(|e| e.to_string())?;
-        image::pull(&self.store, &parsed, &self.options, Arc::new(NoProgress))
+        let begun = std::time::Instant::now();
+        let mut options = self.options.clone();
+        if let Some(file) = auth_file {
+            options.auth_file = Some(file.to_path_buf());
+        }
+        image::pull(&self.store, &parsed, &options, Arc::new(NoProgress))
             .await
-            .map(|_| ())
+            .map(|_| Some(begun.elapsed()))
             .map_err(|e| format!("Failed to pull image \"{reference}\": {e}"))
     }
 }

@@ -5,10 +5,14 @@
 
 mod conn;
 mod exits;
+mod hooks;
 mod images;
+pub mod metrics;
 pub mod nodeinfo;
 mod objects;
 mod probes;
+pub mod pullsecrets;
+pub mod routes;
 pub mod status;
 mod worker;
 
@@ -59,6 +63,8 @@ pub struct AgentConfig {
     pub bridge: String,
     pub pull: PullOptions,
     pub parallel_pulls: usize,
+    /// Where `/metrics` is served (plain HTTP; meant for loopback); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// What every worker shares.
@@ -70,6 +76,11 @@ pub struct Shared {
     host_ip: IpAddr,
     node_name: String,
     exits: Arc<exits::ExitWatcher>,
+    metrics: Arc<metrics::Metrics>,
+    state_dir: PathBuf,
+    /// Routes to the other nodes' pods.
+    routes: Arc<tokio::sync::Mutex<routes::Routes>>,
+    pod_cidr: Ipv4Net,
 }
 
 use images::Images;
@@ -103,9 +114,7 @@ impl Shared {
 
 /// The address this machine uses toward `server` (no packet is sent).
 fn route_source(server: &str) -> Option<IpAddr> {
-    let rest = server.split_once("://").map_or(server, |(_, r)| r);
-    let authority = rest.split('/').next()?;
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(skiff_api::dial::authority(server))
         .ok()?
         .next()?;
     let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
@@ -125,8 +134,23 @@ pub async fn run(
     let mut setup: Option<Arc<Shared>> = None;
     let exits = exits::ExitWatcher::start()
         .map_err(|e| AgentError::Config(format!("starting the exit watcher: {e}")))?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let serving = config.metrics_listen.map(|addr| {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, metrics).await {
+                tracing::warn!(%addr, error = %e, "serving /metrics");
+            }
+        })
+    });
     loop {
-        let session = session(&config, &mut workers, &mut resume, &mut setup, &exits);
+        let session = session(
+            &config,
+            &mut workers,
+            &mut resume,
+            &mut setup,
+            (&exits, &metrics),
+        );
         tokio::select! {
             () = &mut shutdown => break,
             result = session => {
@@ -144,6 +168,9 @@ pub async fn run(
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
+    if let Some(task) = serving {
+        task.abort();
+    }
     // Workers see their channel close and leave their pods running.
     for (_, w) in workers.drain() {
         drop(w.pod);
@@ -158,7 +185,7 @@ async fn session(
     workers: &mut HashMap<String, WorkerHandle>,
     resume: &mut u64,
     setup: &mut Option<Arc<Shared>>,
-    exit_watcher: &Arc<exits::ExitWatcher>,
+    (exit_watcher, metrics): (&Arc<exits::ExitWatcher>, &Arc<metrics::Metrics>),
 ) -> Result<(), AgentError> {
     let mut client = conn::connect(&config.server, &config.credentials).await?;
     let machine = nodeinfo::Machine::detect();
@@ -166,9 +193,11 @@ async fn session(
         .node_ip
         .or_else(|| route_source(&config.server))
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let pressure = nodeinfo::Pressure::measure(&config.state_dir, &config.image_root);
     let node = nodeinfo::node(
         &config.credentials.node_name,
         &machine,
+        &pressure,
         host_ip,
         Timestamp::now(),
     );
@@ -208,13 +237,19 @@ async fn session(
             };
             let store = ImageStore::open(&config.image_root)
                 .map_err(|e| AgentError::Config(format!("image store: {e}")))?;
+            let pods = Arc::new(LocalPods::open(local)?);
+            let routes = routes::Routes::load(pods.clone(), &config.state_dir);
             let shared = Arc::new(Shared {
-                pods: Arc::new(LocalPods::open(local)?),
+                pods,
+                routes: Arc::new(tokio::sync::Mutex::new(routes)),
+                pod_cidr,
                 client: std::sync::RwLock::new(client.clone()),
                 images: Images::new(store, config.pull.clone(), config.parallel_pulls),
                 host_ip,
                 node_name: config.credentials.node_name.clone(),
                 exits: exit_watcher.clone(),
+                metrics: metrics.clone(),
+                state_dir: config.state_dir.clone(),
             });
             *setup = Some(shared.clone());
             block_service_range(shared.pods.clone(), &registered.service_cidr).await;
@@ -228,8 +263,20 @@ async fn session(
         Duration::from_secs(u64::from(registered.heartbeat_seconds.max(1))),
         machine,
         host_ip,
+        (config.state_dir.clone(), config.image_root.clone()),
     ));
-    let result = watch(&mut client, &shared, workers, resume).await;
+    let routes = routes::follow(
+        client.clone(),
+        config.credentials.node_name.clone(),
+        shared.pod_cidr,
+        host_ip,
+        shared.routes.clone(),
+    );
+    // The pods and the routes share the connection: either breaking ends the session.
+    let result = tokio::select! {
+        r = watch(&mut client, &shared, workers, resume) => r,
+        r = routes => r,
+    };
     heartbeat.abort();
     result
 }
@@ -255,20 +302,27 @@ async fn heartbeat(
     every: Duration,
     machine: nodeinfo::Machine,
     host_ip: IpAddr,
+    (state_dir, image_root): (PathBuf, PathBuf),
 ) {
     let mut n = 0u64;
+    let mut last: Option<Vec<(String, String)>> = None;
     loop {
         tokio::time::sleep(every).await;
         n += 1;
-        // The status (with fresh condition heartbeats) every sixth beat: a minute by default.
-        let status = if n.is_multiple_of(6) {
-            serde_json::to_vec(&nodeinfo::status(
-                &machine,
-                host_ip,
-                &node,
-                Timestamp::now(),
-            ))
-            .unwrap_or_default()
+        // The status (with fresh condition heartbeats) when a condition changed, else every
+        // sixth beat: a minute by default.
+        let pressure = nodeinfo::Pressure::measure(&state_dir, &image_root);
+        let now = Timestamp::now();
+        let flags: Vec<(String, String)> = pressure
+            .conditions(now)
+            .into_iter()
+            .map(|c| (c.type_, c.status))
+            .collect();
+        let changed = last.as_ref() != Some(&flags);
+        last = Some(flags);
+        let status = if n.is_multiple_of(6) || changed {
+            serde_json::to_vec(&nodeinfo::status(&machine, &pressure, host_ip, &node, now))
+                .unwrap_or_default()
         } else {
             Vec::new()
         };

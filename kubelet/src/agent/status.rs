@@ -153,6 +153,36 @@ fn container_status(c: &Container) -> ContainerStatus {
     }
 }
 
+/// Where a pod's init containers stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitStep {
+    /// Init container N is the one to run (or runs): every one before it exited 0.
+    Run(usize),
+    /// All exited 0 (or there are none): the containers may start.
+    Done,
+    /// One failed and the restart policy is `Never`: the pod has failed.
+    Failed,
+}
+
+impl Container {
+    /// Exited 0: an init container that is done.
+    fn completed(&self) -> bool {
+        matches!(&self.state, State::Terminated(t) if t.exit_code == 0)
+    }
+}
+
+/// The init containers run one at a time, in order, each to exit 0; a failed one is run
+/// again (after its back-off) unless the restart policy is `Never`, as in Kubernetes.
+pub fn init_step(restart_policy: &str, inits: &[Container]) -> InitStep {
+    match inits.iter().position(|c| !c.completed()) {
+        None => InitStep::Done,
+        Some(i) => match &inits[i].state {
+            State::Terminated(_) if restart_policy == "Never" => InitStep::Failed,
+            _ => InitStep::Run(i),
+        },
+    }
+}
+
 /// The pod phase from its containers and restart policy.
 pub fn phase(restart_policy: &str, containers: &[Container]) -> &'static str {
     let done: Vec<&Terminated> = containers
@@ -201,6 +231,7 @@ pub struct Addresses {
 /// only move when a condition changes.
 pub fn pod_status(
     pod: &Pod,
+    inits: &[Container],
     containers: &[Container],
     addresses: Option<Addresses>,
     start_time: Timestamp,
@@ -210,12 +241,22 @@ pub fn pod_status(
     let policy = spec
         .and_then(|s| s.restart_policy.as_deref())
         .unwrap_or("Always");
-    let phase = phase(policy, containers);
+    let step = init_step(policy, inits);
+    let phase = match step {
+        InitStep::Done => phase(policy, containers),
+        InitStep::Failed => "Failed",
+        InitStep::Run(_) => "Pending",
+    };
     let all_ready = !containers.is_empty() && containers.iter().all(|c| c.ready);
     let not_ready = "ContainersNotReady";
     let mut conditions = vec![
         condition("PodReadyToStartContainers", addresses.is_some(), None, now),
-        condition("Initialized", true, None, now),
+        condition(
+            "Initialized",
+            step == InitStep::Done,
+            Some("ContainersNotInitialized"),
+            now,
+        ),
         condition("Ready", all_ready, Some(not_ready), now),
         condition("ContainersReady", all_ready, Some(not_ready), now),
         condition("PodScheduled", true, None, now),
@@ -251,6 +292,8 @@ pub fn pod_status(
         pod_ip: pod_ip.map(|ip| ip.to_string()),
         pod_ips: pod_ip.map(|ip| vec![PodIP { ip: ip.to_string() }]),
         start_time: Some(time(start_time)),
+        init_container_statuses: (!inits.is_empty())
+            .then(|| inits.iter().map(container_status).collect()),
         container_statuses: Some(containers.iter().map(container_status).collect()),
         qos_class: pod.status.as_ref().and_then(|s| s.qos_class.clone()),
         ..PodStatus::default()
@@ -321,6 +364,122 @@ mod tests {
     }
 
     #[test]
+    fn init_containers_run_in_order_and_fail_the_pod_only_under_never() {
+        let running = with(State::Running {
+            started_at: ts("2026-11-23T10:00:00Z"),
+        });
+        let waiting = with(State::Waiting {
+            reason: "PodInitializing".into(),
+            message: None,
+        });
+        assert_eq!(init_step("Always", &[]), InitStep::Done);
+        assert_eq!(
+            init_step("Always", &[waiting.clone(), waiting.clone()]),
+            InitStep::Run(0)
+        );
+        assert_eq!(
+            init_step("Always", &[with(exited(0)), running.clone()]),
+            InitStep::Run(1)
+        );
+        assert_eq!(
+            init_step("Never", &[with(exited(0)), with(exited(0))]),
+            InitStep::Done
+        );
+        // A failed init container runs again unless the policy is Never.
+        for policy in ["Always", "OnFailure"] {
+            assert_eq!(
+                init_step(policy, &[with(exited(0)), with(exited(1)), waiting.clone()]),
+                InitStep::Run(1),
+                "{policy}"
+            );
+        }
+        assert_eq!(
+            init_step("Never", &[with(exited(1)), waiting.clone()]),
+            InitStep::Failed
+        );
+        // A failed one waiting out its back-off is still the one to run.
+        let backing_off = Container {
+            last: match exited(1) {
+                State::Terminated(t) => Some(t),
+                _ => None,
+            },
+            ..with(State::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: None,
+            })
+        };
+        assert_eq!(init_step("Always", &[backing_off]), InitStep::Run(0));
+    }
+
+    #[test]
+    fn status_of_an_initializing_pod() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"restartPolicy": "Never",
+                     "initContainers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "busybox"}],
+                     "containers": [{"name": "c", "image": "busybox"}]}
+        }))
+        .unwrap();
+        let now = ts("2026-11-23T10:00:05Z");
+        let pending = || {
+            with(State::Waiting {
+                reason: "PodInitializing".into(),
+                message: None,
+            })
+        };
+        let running = with(State::Running { started_at: now });
+        let cond = |v: &serde_json::Value, t: &str| {
+            v["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .unwrap()["status"]
+                .clone()
+        };
+        let s = pod_status(
+            &pod,
+            &[with(exited(0)), running],
+            &[pending()],
+            None,
+            now,
+            now,
+        );
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["phase"], "Pending");
+        assert_eq!(cond(&v, "Initialized"), "False");
+        assert_eq!(
+            v["initContainerStatuses"][0]["state"]["terminated"]["reason"],
+            "Completed"
+        );
+        assert!(v["initContainerStatuses"][1]["state"]["running"].is_object());
+        assert_eq!(
+            v["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "PodInitializing"
+        );
+        let failed = pod_status(
+            &pod,
+            &[with(exited(2)), pending()],
+            &[pending()],
+            None,
+            now,
+            now,
+        );
+        assert_eq!(failed.phase.as_deref(), Some("Failed"));
+        let done = pod_status(
+            &pod,
+            &[with(exited(0)), with(exited(0))],
+            &[with(State::Running { started_at: now })],
+            None,
+            now,
+            now,
+        );
+        let v = serde_json::to_value(&done).unwrap();
+        assert_eq!(v["phase"], "Running");
+        assert_eq!(cond(&v, "Initialized"), "True");
+    }
+
+    #[test]
     fn status_carries_addresses_conditions_and_container_states() {
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": "p"},
@@ -343,7 +502,7 @@ mod tests {
             host_ip: "192.0.2.1".parse().unwrap(),
         };
         let now = ts("2026-11-23T10:00:05Z");
-        let s = pod_status(&pod, &[c], Some(addresses), now, now);
+        let s = pod_status(&pod, &[], &[c], Some(addresses), now, now);
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["phase"], "Running");
         assert_eq!(v["podIP"], "10.244.0.5");

@@ -35,9 +35,16 @@ pub(super) struct Sources<'a> {
     pub objects: Objects<'a>,
 }
 
+/// Which container of the pod is planned: its field (`spec.containers[1]`,
+/// `spec.initContainers[0]`) and the names of the containers planned before it.
+pub(super) struct Slot<'a> {
+    pub field: String,
+    pub earlier: &'a [&'a str],
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn plan(
-    index: usize,
+    slot: Slot,
     c: &Container,
     whole: &Pod,
     hostname: &str,
@@ -51,10 +58,10 @@ pub(super) fn plan(
         .as_ref()
         .ok_or_else(|| PodSpecError::new("spec", "required"))?;
     let pod_name = whole.metadata.name.as_deref().unwrap_or_default();
-    let field = format!("spec.containers[{index}]");
+    let field = slot.field;
     let f = |rest: &str| format!("{field}.{rest}");
     check_label(&f("name"), &c.name)?;
-    if pod.containers[..index].iter().any(|o| o.name == c.name) {
+    if slot.earlier.contains(&c.name.as_str()) {
         return Err(PodSpecError::new(
             f("name"),
             format!("duplicate container name {:?}", c.name),

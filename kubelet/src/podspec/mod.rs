@@ -244,6 +244,8 @@ pub struct PodPlan {
     /// configMap, secret, downwardAPI and projected volumes (`crate::volume` applies them).
     pub volumes: Vec<VolumePlan>,
     pub host_paths: Vec<HostPathCheck>,
+    /// `spec.initContainers`, run one after another to completion before `containers`.
+    pub init_containers: Vec<ContainerPlan>,
     pub containers: Vec<ContainerPlan>,
 }
 
@@ -350,12 +352,33 @@ pub fn plan(
         images,
         objects: objects::Objects::new(objects, pod),
     };
-    let containers = spec
-        .containers
+    // Init containers first: names are unique across both lists.
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    let all: Vec<(String, &k8s_openapi::api::core::v1::Container)> = inits
         .iter()
         .enumerate()
-        .map(|(i, c)| container::plan(i, c, pod, &hostname, ctx, &volumes, &files, &sources))
+        .map(|(i, c)| (format!("spec.initContainers[{i}]"), c))
+        .chain(
+            spec.containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("spec.containers[{i}]"), c)),
+        )
+        .collect();
+    let names: Vec<&str> = all.iter().map(|(_, c)| c.name.as_str()).collect();
+    let mut planned = all
+        .iter()
+        .enumerate()
+        .map(|(n, (field, c))| {
+            let slot = container::Slot {
+                field: field.clone(),
+                earlier: &names[..n],
+            };
+            container::plan(slot, c, pod, &hostname, ctx, &volumes, &files, &sources)
+        })
         .collect::<Result<Vec<_>, _>>()?;
+    let containers = planned.split_off(inits.len());
+    let init_containers = planned;
     let grace = match spec.termination_grace_period_seconds {
         None => 30,
         Some(s) if s >= 0 => s as u64,
@@ -379,6 +402,7 @@ pub fn plan(
             .collect(),
         volumes: managed,
         host_paths: volumes.into_values().filter_map(|v| v.host_path).collect(),
+        init_containers,
         containers,
     })
 }
@@ -395,11 +419,27 @@ fn refuse_unsupported(spec: &PodSpec) -> Result<(), PodSpecError> {
     if let Some((field, _)) = flags.iter().find(|(_, v)| *v == Some(true)) {
         return Err(PodSpecError::new(*field, "not supported yet"));
     }
-    if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
-        return Err(PodSpecError::new(
-            "spec.initContainers",
-            "not supported yet",
-        ));
+    // Sidecars (init containers with restartPolicy Always) are not run yet.
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        if c.restart_policy.is_some() {
+            return Err(PodSpecError::new(
+                format!("spec.initContainers[{i}].restartPolicy"),
+                "sidecar containers are not supported yet",
+            ));
+        }
+        for (probe, set) in [
+            ("livenessProbe", c.liveness_probe.is_some()),
+            ("readinessProbe", c.readiness_probe.is_some()),
+            ("startupProbe", c.startup_probe.is_some()),
+            ("lifecycle", c.lifecycle.is_some()),
+        ] {
+            if set {
+                return Err(PodSpecError::new(
+                    format!("spec.initContainers[{i}].{probe}"),
+                    "must not be set for init containers",
+                ));
+            }
+        }
     }
     if spec
         .ephemeral_containers

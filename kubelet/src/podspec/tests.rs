@@ -362,6 +362,24 @@ fn host_path_types_are_checked() {
 }
 
 #[test]
+fn init_containers_are_planned_apart_and_before_the_containers() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  initContainers:\n  - {name: first, image: busybox, command: [true]}\n  - {name: second, image: web}\n  containers:\n  - {name: c, image: busybox}\n";
+    let plan = plan_of(yaml).unwrap();
+    let names = |list: &[ContainerPlan]| list.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&plan.init_containers), ["first", "second"]);
+    assert_eq!(names(&plan.containers), ["c"]);
+    assert_eq!(plan.init_containers[0].spec.process.args, ["true"]);
+    assert_eq!(
+        plan.init_containers[1].spec.process.args,
+        ["/web", "--port", "80"]
+    );
+    assert_eq!(
+        plan.init_containers[1].spec.log.dir,
+        Path::new("/run/pods/p/logs/second")
+    );
+}
+
+#[test]
 fn bad_manifests_get_one_line_errors_naming_the_field() {
     let c = |extra: &str| pod(&format!("  - name: c\n    image: busybox\n{extra}"));
     let cases: Vec<(String, &str)> = vec![
@@ -374,6 +392,10 @@ fn bad_manifests_get_one_line_errors_naming_the_field() {
         ("apiVersion: v1\nkind: Pod\nmetadata: {}\nspec:\n  containers: []\n".into(), "metadata.name: required"),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n".into(), "spec: required"),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: []\n".into(), "spec.containers: required"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  initContainers: [{name: c, image: busybox}]\n  containers: [{name: c, image: busybox}]\n".into(), "spec.containers[0].name: duplicate container name \"c\""),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  initContainers: [{name: i, image: nope}]\n  containers: [{name: c, image: busybox}]\n".into(), "spec.initContainers[0].image: image docker.io/library/nope:latest is not in the local store (run `skiff image pull docker.io/library/nope:latest` first)"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  initContainers: [{name: i, image: busybox, restartPolicy: Always}]\n  containers: [{name: c, image: busybox}]\n".into(), "spec.initContainers[0].restartPolicy: sidecar containers are not supported yet"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  initContainers: [{name: i, image: busybox, readinessProbe: {exec: {command: [x]}}}]\n  containers: [{name: c, image: busybox}]\n".into(), "spec.initContainers[0].readinessProbe: must not be set for init containers"),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostPID: true\n  containers: [{name: c, image: busybox}]\n".into(), "spec.hostPID: not supported yet"),
         (c("    env:\n    - name: X\n      valueFrom: {configMapKeyRef: {name: cm, key: k}}\n"), "spec.containers[0].env[0].valueFrom.configMapKeyRef: not supported without a control plane"),
         (c("    envFrom:\n    - configMapRef: {name: cm}\n"), "spec.containers[0].envFrom[0].configMapRef: not supported without a control plane"),

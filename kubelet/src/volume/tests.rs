@@ -11,18 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 
 use super::*;
 use crate::podspec::{Allocatable, ObjectSource, PlanContext};
-
-fn privileged() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI runs privileged tests as root"
-    );
-    eprintln!("skipping: needs root");
-    false
-}
+use skiff_testsupport::privileged;
 
 /// Unmounts and removes the pod's volumes when dropped, also after a failed assertion.
 struct Guard {

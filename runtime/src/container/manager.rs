@@ -131,6 +131,9 @@ impl Containers {
         std::fs::set_permissions(paths.start_fifo(), std::fs::Permissions::from_mode(0o622))
             .map_err(io(&paths.start_fifo(), "chmod"))?;
         let setup = plan(spec, paths, &self.init_binary);
+        let oom_base = oom_kills(spec.cgroup_procs.iter().filter_map(|p| p.parent()));
+        write_atomic(&paths.oom_base(), &oom_base.to_string())
+            .map_err(io(&paths.oom_base(), "write"))?;
         write_atomic(&paths.spec(), &to_json(spec)).map_err(io(&paths.spec(), "write"))?;
         write_atomic(&paths.plan(), &to_json(&setup)).map_err(io(&paths.plan(), "write"))?;
 
@@ -269,8 +272,12 @@ impl Containers {
             return None;
         }
         let spec = self.spec(id).ok()?;
-        let dirs = spec.cgroup_procs.iter().filter_map(|p| p.parent());
-        if !dirs.into_iter().any(counted_oom_kill) {
+        // Kills counted before this container was created were an earlier instance's.
+        let base = std::fs::read_to_string(paths.oom_base())
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if oom_kills(spec.cgroup_procs.iter().filter_map(|p| p.parent())) <= base {
             return None;
         }
         let _ = write_atomic(&paths.reason(), "OOMKilled\n");
@@ -396,16 +403,22 @@ impl Containers {
     }
 }
 
-/// Whether the cgroup at `dir` counted an OOM kill: `oom_kill N` in v2 `memory.events` or v1
-/// `memory.oom_control` (whichever hierarchy serves memory has it).
-fn counted_oom_kill(dir: &Path) -> bool {
-    ["memory.events", "memory.oom_control"].iter().any(|file| {
-        std::fs::read_to_string(dir.join(file)).is_ok_and(|text| {
-            text.lines()
-                .filter_map(|l| l.strip_prefix("oom_kill "))
-                .any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
-        })
-    })
+/// The OOM kills the cgroups at `dirs` counted: `oom_kill N` in v2 `memory.events` or v1
+/// `memory.oom_control` (whichever hierarchy serves memory has it), summed.
+fn oom_kills<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> u64 {
+    dirs.into_iter()
+        .flat_map(|dir| ["memory.events", "memory.oom_control"].map(|f| dir.join(f)))
+        .filter_map(|file| std::fs::read_to_string(file).ok())
+        .map(|text| oom_kill_count(&text))
+        .sum()
+}
+
+/// `N` of the `oom_kill N` line of a memory events file (0 without one).
+fn oom_kill_count(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("oom_kill "))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum()
 }
 
 fn describe(state: &State) -> String {
@@ -573,5 +586,22 @@ mod tests {
         assert_eq!(failed.error.as_deref(), Some("mount overlay: EINVAL"));
         let silent = read_setup_status("".as_bytes());
         assert_eq!((silent.pid, silent.ready), (None, false));
+    }
+
+    #[test]
+    fn oom_kills_are_counted_from_v1_and_v2_files_and_above_the_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v1, v2) = (dir.path().join("v1"), dir.path().join("v2"));
+        std::fs::create_dir_all(&v1).unwrap();
+        std::fs::create_dir_all(&v2).unwrap();
+        assert_eq!(oom_kills([v1.as_path(), v2.as_path()]), 0, "no files");
+        std::fs::write(
+            v1.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        std::fs::write(v2.join("memory.events"), "low 0\noom 1\noom_kill 1\n").unwrap();
+        assert_eq!(oom_kills([v1.as_path(), v2.as_path()]), 3);
+        assert_eq!(oom_kill_count("oom 4\n"), 0, "oom is not oom_kill");
     }
 }

@@ -150,6 +150,11 @@ impl StatePaths {
     pub fn started(&self) -> PathBuf {
         self.dir.join("started")
     }
+    /// The container cgroups' OOM-kill count when it was created: a cgroup that outlives a
+    /// container (a restart reuses it) keeps counting, so only kills above this are its.
+    pub fn oom_base(&self) -> PathBuf {
+        self.dir.join("oom-base")
+    }
     pub fn reason(&self) -> PathBuf {
         self.dir.join("reason")
     }

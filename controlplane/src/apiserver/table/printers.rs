@@ -104,14 +104,60 @@ fn containers_and_images(template_spec: Option<&Value>) -> (String, String) {
     (names.join(","), images.join(","))
 }
 
-/// The STATUS column of a pod (kubectl's `printPod`, without init containers).
+/// The STATUS column's reason while init containers run (kubectl's `printPod`): `Init:1/2`,
+/// `Init:Error`, `Init:CrashLoopBackOff`, `Init:ExitCode:3`; `None` once they are done.
+fn init_status(pod: &Value, restarts: &mut i64) -> Option<String> {
+    let total = items(pod, &["spec", "initContainers"]).len();
+    for (i, cs) in items(pod, &["status", "initContainerStatuses"])
+        .iter()
+        .enumerate()
+    {
+        *restarts += int(cs, &["restartCount"]);
+        let waiting = text(cs, &["state", "waiting", "reason"]);
+        match walk(cs, &["state", "terminated"]) {
+            Some(t) if int(t, &["exitCode"]) == 0 => continue,
+            Some(t) => {
+                return Some(match (text(t, &["reason"]), int(t, &["signal"])) {
+                    ("", 0) => format!("Init:ExitCode:{}", int(t, &["exitCode"])),
+                    ("", signal) => format!("Init:Signal:{signal}"),
+                    (r, _) => format!("Init:{r}"),
+                });
+            }
+            None if !waiting.is_empty() && waiting != "PodInitializing" => {
+                return Some(format!("Init:{waiting}"));
+            }
+            None => return Some(format!("Init:{i}/{total}")),
+        }
+    }
+    None
+}
+
+/// The STATUS column of a pod (kubectl's `printPod`, without sidecar containers).
 fn pod_status(pod: &Value) -> (String, usize, i64) {
     let mut reason = text(pod, &["status", "phase"]).to_owned();
     if let Some(r) = walk(pod, &["status", "reason"]).and_then(Value::as_str) {
         reason = r.to_owned();
     }
     let (mut ready, mut restarts) = (0, 0);
-    for cs in items(pod, &["status", "containerStatuses"]).iter().rev() {
+    let initialized = items(pod, &["status", "conditions"])
+        .iter()
+        .any(|c| text(c, &["type"]) == "Initialized" && text(c, &["status"]) == "True");
+    let initializing = match init_status(pod, &mut restarts) {
+        Some(init) => {
+            reason = init;
+            true
+        }
+        None => false,
+    };
+    if !initializing || initialized {
+        restarts = 0;
+    }
+    let containers = if initializing && !initialized {
+        &[][..]
+    } else {
+        items(pod, &["status", "containerStatuses"])
+    };
+    for cs in containers.iter().rev() {
         restarts += int(cs, &["restartCount"]);
         let waiting = text(cs, &["state", "waiting", "reason"]);
         let terminated = walk(cs, &["state", "terminated"]);
@@ -615,6 +661,58 @@ mod tests {
             ]
         );
         assert_eq!(cells.len(), PODS.columns.len());
+    }
+
+    #[test]
+    fn pod_status_shows_init_containers_as_kubectl_does() {
+        let pod = |inits: Value, initialized: &str| {
+            json!({"metadata": {"name": "p"},
+                "spec": {"initContainers": [{"name": "a"}, {"name": "b"}], "containers": [{"name": "c"}]},
+                "status": {"phase": "Pending",
+                    "conditions": [{"type": "Initialized", "status": initialized}],
+                    "initContainerStatuses": inits,
+                    "containerStatuses": [{"name": "c", "restartCount": 0,
+                        "state": {"waiting": {"reason": "PodInitializing"}}}]}})
+        };
+        let waiting = |r: &str| json!({"waiting": {"reason": r}});
+        let done = json!({"terminated": {"exitCode": 0, "reason": "Completed"}});
+        let cases = [
+            (
+                json!([{"state": waiting("PodInitializing")}, {"state": waiting("PodInitializing")}]),
+                "Init:0/2",
+                0,
+            ),
+            (
+                json!([{"state": done}, {"state": {"running": {}}}]),
+                "Init:1/2",
+                0,
+            ),
+            (
+                json!([{"state": done}, {"restartCount": 3, "state": waiting("CrashLoopBackOff")}]),
+                "Init:CrashLoopBackOff",
+                3,
+            ),
+            (
+                json!([{"state": {"terminated": {"exitCode": 1, "reason": "Error"}}}, {"state": waiting("PodInitializing")}]),
+                "Init:Error",
+                0,
+            ),
+            (
+                json!([{"state": {"terminated": {"exitCode": 3}}}, {}]),
+                "Init:ExitCode:3",
+                0,
+            ),
+        ];
+        for (inits, want, restarts) in cases {
+            let (status, _, r) = pod_status(&pod(inits.clone(), "False"));
+            assert_eq!((status.as_str(), r), (want, restarts), "{inits}");
+        }
+        // Done: the containers' status, and init restarts no longer counted.
+        let (status, _, r) = pod_status(&pod(
+            json!([{"restartCount": 2, "state": done}, {"state": done}]),
+            "True",
+        ));
+        assert_eq!((status.as_str(), r), ("PodInitializing", 0));
     }
 
     #[test]

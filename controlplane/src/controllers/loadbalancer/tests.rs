@@ -68,12 +68,24 @@ fn a_type_change_releases_and_other_types_are_left_alone() {
     let p = pool("192.0.2.0/29");
     let was = svc("a", "ClusterIP", Some("192.0.2.1"), "2026-01-01T00:00:00Z");
     assert_eq!(
-        decide("default/a", &was, &[was.clone()], &HashMap::new(), &p),
+        decide(
+            "default/a",
+            &was,
+            std::slice::from_ref(&was),
+            &HashMap::new(),
+            &p
+        ),
         Decision::Release
     );
     let plain = svc("b", "NodePort", None, "2026-01-01T00:00:00Z");
     assert_eq!(
-        decide("default/b", &plain, &[plain.clone()], &HashMap::new(), &p),
+        decide(
+            "default/b",
+            &plain,
+            std::slice::from_ref(&plain),
+            &HashMap::new(),
+            &p
+        ),
         Decision::Keep
     );
     // Another implementation's class is not ours.
@@ -81,7 +93,13 @@ fn a_type_change_releases_and_other_types_are_left_alone() {
     classy.spec.as_mut().unwrap().load_balancer_class = Some("example.com/lb".into());
     let classy = Arc::new(classy);
     assert_eq!(
-        decide("default/c", &classy, &[classy.clone()], &HashMap::new(), &p),
+        decide(
+            "default/c",
+            &classy,
+            std::slice::from_ref(&classy),
+            &HashMap::new(),
+            &p
+        ),
         Decision::Keep
     );
     // An address outside the pool (someone else's) is not ours to release.
@@ -95,7 +113,7 @@ fn a_type_change_releases_and_other_types_are_left_alone() {
         decide(
             "default/d",
             &foreign,
-            &[foreign.clone()],
+            std::slice::from_ref(&foreign),
             &HashMap::new(),
             &p
         ),
@@ -149,7 +167,13 @@ fn a_full_pool_is_exhausted_and_a_requested_address_is_honoured_when_free() {
     wants.spec.as_mut().unwrap().load_balancer_ip = Some("192.0.2.9".into());
     let wants = Arc::new(wants);
     assert_eq!(
-        decide("default/c", &wants, &[wants.clone()], &HashMap::new(), &p),
+        decide(
+            "default/c",
+            &wants,
+            std::slice::from_ref(&wants),
+            &HashMap::new(),
+            &p
+        ),
         Decision::Assign(ip("192.0.2.9"))
     );
 }
