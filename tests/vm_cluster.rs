@@ -3,14 +3,12 @@
 //! 127.0.0.1, each provisioned by `vagrant/provision.sh` as a Vagrant VM is — the worker
 //! joins with a join token and the CA's hash, both made before either guest starts. From
 //! the host, the real kubectl drives the cluster through the API server's forwarded port:
-//! both nodes Ready, a Deployment pinned to the worker Running there with a memory limit
-//! that only cgroup v2 can show, its Service's endpoints, and an HTTP request reaching the
-//! pod over the network.
-//!
-//! The request comes from the worker's host network (a hostNetwork pod), not from the
-//! control plane: routes between the nodes' PodCIDRs (host-gw) are not on this branch. Set
-//! `SKIFF_VM_SERVICE=1` to also request the Service's ClusterIP from the control-plane
-//! node once the eBPF proxy runs on nodes.
+//! both nodes Ready, a Deployment pinned to the worker Running there, its Service's
+//! endpoints, and an HTTP request from the control-plane guest (a hostNetwork pod there,
+//! whose memory limit only cgroup v2 can show) crossing the link to the pod on the worker
+//! (the nodes route each other's PodCIDRs, host-gw). Set `SKIFF_VM_SERVICE=1` to also
+//! request the Service's ClusterIP from the control-plane node once the eBPF proxy
+//! translates it on nodes.
 //!
 //! Needs root, qemu-system-x86_64, busybox, openssl, python3, ss and kubectl 1.33; skips
 //! without them, fails under `CI`. By hand: `cargo test --test vm_cluster -- --nocapture`.
@@ -26,8 +24,8 @@ use support::vm::{Runner, script};
 const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 const WORKER: &str = "worker-1";
 const CONTROL_PLANE: &str = "cp";
-/// Where the HTTP request to the pod comes from (see the module doc).
-const CLIENT_NODE: &str = WORKER;
+/// Where the HTTP request to the pod comes from: across the link from the worker's pod.
+const CLIENT_NODE: &str = CONTROL_PLANE;
 /// The guests' own limit (cluster.sh kills QEMU after it).
 const GUEST_TIMEOUT_SECS: u32 = 1200;
 
