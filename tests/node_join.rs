@@ -3,6 +3,10 @@
 //! raw rustls handshake (`NodeTls::server_config`) and in a tonic server
 //! (`NodeTls::tonic_server_tls` + `NodeCredentials::tonic_client_tls`, `peer_certs()`).
 //! Wrong, expired or missing tokens, bad bodies and bad names are refused with a Status.
+//! A node that knows only the CA's hash discovers the CA (`skiff_kubelet::discovery`), and
+//! a provisioner's join token chosen in advance joins like a generated one.
+
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,9 +19,11 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
+use sha2::Digest;
 use skiff_api::join::JoinRequest;
 use skiff_controlplane::apiserver::{self, ApiServerConfig, NodeTls, RunningApiServer};
 use skiff_controlplane::store::{EmbeddedStore, Store};
+use skiff_kubelet::discovery;
 use skiff_kubelet::join::{self, JoinError, NodeCredentials};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -31,9 +37,14 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(None).await
+}
+
+async fn start_with(join_token: Option<&str>) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = ApiServerConfig::new(dir.path().join("data"));
     config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.join_token = join_token.map(str::to_owned);
     std::fs::create_dir_all(&config.data_dir).expect("data dir");
     let data_dir = config.data_dir.clone();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&data_dir).expect("store"));
@@ -323,6 +334,167 @@ async fn the_token_file_survives_a_restart() {
             Some(first) => assert_eq!(first, &token),
         }
     }
+}
+
+/// One unauthenticated HTTPS GET trusting `ca_pem`.
+async fn get_anonymous(addr: SocketAddr, ca_pem: &str, path: &str) -> (u16, Value) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(parse_cert(ca_pem)).expect("ca");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::IpAddress(addr.ip().into());
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("tls");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http");
+    tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("send");
+    let code = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_knows_the_ca_hash_discovers_the_ca_and_joins() {
+    let s = start().await;
+    // The pin is printed and written at start, and is kubeadm's: the SPKI's SHA-256.
+    let file =
+        std::fs::read_to_string(s.data_dir.join(apiserver::CA_HASH_FILE)).expect("hash file");
+    assert_eq!(file.trim(), s.api.ca_cert_hash);
+    let der = parse_cert(&s.api.ca_pem);
+    let (_, cert) = X509Certificate::from_der(&der).expect("x509");
+    let spki = sha2::Sha256::digest(cert.tbs_certificate.subject_pki.raw);
+    assert_eq!(s.api.ca_cert_hash, format!("sha256:{}", hex::encode(spki)));
+
+    // cluster-info needs no token; the other skiff endpoints still do.
+    let (code, info) = get_anonymous(s.api.addr, &s.api.ca_pem, "/skiff/v1/cluster-info").await;
+    assert_eq!((code, info["kind"].as_str()), (200, Some("ClusterInfo")));
+    assert_eq!(info["caCertificate"].as_str(), Some(s.api.ca_pem.as_str()));
+    let (code, _) = get_anonymous(s.api.addr, &s.api.ca_pem, "/api/v1/nodes").await;
+    assert_eq!(code, 401);
+
+    let ca = discovery::discover_ca(
+        &s.url,
+        &s.api
+            .ca_cert_hash
+            .to_uppercase()
+            .replace("SHA256", "sha256"),
+    )
+    .await
+    .expect("discovery with the right pin");
+    assert_eq!(ca, s.api.ca_pem);
+    let node_dir = tempfile::tempdir().expect("node dir");
+    let creds = join::join(&s.url, &s.api.join_token, &ca, "worker-2", node_dir.path())
+        .await
+        .expect("join with the discovered ca");
+    assert_eq!(creds.ca_pem, s.api.ca_pem);
+
+    // Another cluster's pin: refused with a one-line error naming both hashes.
+    let other = start().await;
+    let err = discovery::discover_ca(&s.url, &other.api.ca_cert_hash)
+        .await
+        .expect_err("a foreign pin");
+    match &err {
+        JoinError::CaHashMismatch { want, got, .. } => {
+            assert_eq!((want, got), (&other.api.ca_cert_hash, &s.api.ca_cert_hash));
+        }
+        other => panic!("expected a hash mismatch, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        !message.contains('\n') && message.contains("not trusting it"),
+        "{message}"
+    );
+    other.api.shutdown().await.expect("shutdown");
+    s.api.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_token_chosen_in_advance_joins() {
+    let token = "vagrnt.0123456789abcdef";
+    let s = start_with(Some(token)).await;
+    assert_eq!(s.api.join_token, token);
+    let file = std::fs::read_to_string(s.data_dir.join(apiserver::JOIN_TOKEN_FILE)).expect("file");
+    assert_eq!(file.trim(), token);
+    let ca = discovery::discover_ca(&s.url, &s.api.ca_cert_hash)
+        .await
+        .expect("discover");
+    let node_dir = tempfile::tempdir().expect("node dir");
+    let creds = join::join(&s.url, token, &ca, "worker-3", node_dir.path())
+        .await
+        .expect("join with the given token");
+    assert_eq!(creds.node_name, "worker-3");
+    s.api.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubelet_cli_refuses_a_wrong_pin_in_one_line() {
+    let s = start().await;
+    let root = tempfile::tempdir().expect("root");
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let url = s.url.clone();
+    let args = [
+        "kubelet",
+        "--api-server",
+        &url,
+        "--server",
+        &url,
+        "--ca-cert-hash",
+        &wrong,
+        "--join-token",
+        &s.api.join_token,
+    ]
+    .map(str::to_owned);
+    let root_path = root.path().to_owned();
+    let line = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::skiff_err(&root_path, &args)
+    })
+    .await
+    .expect("skiff kubelet");
+    assert!(
+        line.contains(&wrong) && line.contains(&s.api.ca_cert_hash),
+        "{line}"
+    );
+    assert!(
+        !root.path().join("pki/node.crt").exists(),
+        "no join happened"
+    );
+
+    let root_path = root.path().to_owned();
+    let line = tokio::task::spawn_blocking(move || {
+        support::skiff_err(
+            &root_path,
+            &[
+                "kubelet",
+                "--api-server",
+                "https://127.0.0.1:1",
+                "--server",
+                "https://127.0.0.1:1",
+            ],
+        )
+    })
+    .await
+    .expect("skiff kubelet");
+    assert!(line.contains("--ca-cert-hash"), "{line}");
+    s.api.shutdown().await.expect("shutdown");
 }
 
 /// A client identity (chain, key) for a rustls client.

@@ -9,14 +9,11 @@
 
 mod support;
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, kill_process_group};
+use support::vm::{Runner, script};
 
 const CHECKS: &[&str] = &["memory", "pids", "cpu", "kill"];
 /// The guest's own limit (the runner kills QEMU after it: exit 124).
@@ -33,8 +30,7 @@ fn cgroup_v2_controllers_in_a_qemu_guest() {
     let proof = build_example("cgroup_proof");
     let built = start.elapsed();
 
-    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("vagrant/qemu/run.sh");
-    let mut cmd = Command::new(runner);
+    let mut cmd = Command::new(script("run.sh"));
     cmd.arg("-t")
         .arg(GUEST_TIMEOUT_SECS.to_string())
         .arg("-b")
@@ -117,89 +113,4 @@ fn build_example(name: &str) -> PathBuf {
         .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
         .unwrap_or_else(|| panic!("cargo reported no executable for example {name}"))
-}
-
-/// The runner in its own process group. Dropping it ends the whole group (bash, timeout,
-/// QEMU) — SIGTERM, so the runner removes its temp dir, then SIGKILL.
-struct Runner {
-    child: Child,
-    pgid: Pid,
-    stdout: Option<JoinHandle<String>>,
-    stderr: Option<JoinHandle<String>>,
-}
-
-impl Runner {
-    fn spawn(mut cmd: Command) -> Runner {
-        let mut child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start vagrant/qemu/run.sh");
-        let pgid = Pid::from_raw(child.id() as i32).expect("a positive pid");
-        let drain = |mut r: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = r.read_to_end(&mut buf);
-                String::from_utf8_lossy(&buf).into_owned()
-            })
-        };
-        let stdout = child.stdout.take().map(|s| drain(Box::new(s)));
-        let stderr = child.stderr.take().map(|s| drain(Box::new(s)));
-        Runner {
-            child,
-            pgid,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Waits up to `timeout`; returns the exit code (None: killed) and the output.
-    fn finish(mut self, timeout: Duration) -> (Option<i32>, String, String) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the runner") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                self.end_group();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let join = |h: Option<JoinHandle<String>>| h.map(|h| h.join().unwrap()).unwrap_or_default();
-        let (stdout, stderr) = (join(self.stdout.take()), join(self.stderr.take()));
-        match status {
-            Some(s) => (s.code(), stdout, stderr),
-            None => {
-                panic!("the runner did not finish in {timeout:?}; killed it\n{stdout}\n{stderr}")
-            }
-        }
-    }
-
-    /// Ends every process of the runner's group: SIGTERM, up to 5 s, then SIGKILL.
-    fn end_group(&mut self) {
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let _ = kill_process_group(self.pgid, Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            // The runner's trap ends QEMU before the runner exits; once the leader is reaped
-            // its id is not ours to signal any more.
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = kill_process_group(self.pgid, Signal::KILL);
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        self.end_group();
-    }
 }

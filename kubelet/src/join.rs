@@ -74,6 +74,15 @@ pub enum JoinError {
     /// A certificate (stored or received) is unusable.
     #[error("unusable certificate {what}: {reason}")]
     Cert { what: String, reason: String },
+    /// The CA the API server offered is not the one the node was told to trust.
+    #[error(
+        "the cluster ca offered by {url} has hash {got}, not the pinned {want}; not trusting it"
+    )]
+    CaHashMismatch {
+        url: String,
+        want: String,
+        got: String,
+    },
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> JoinError {
@@ -195,7 +204,7 @@ fn inspect(cert_pem: &str, what: &str) -> Result<(String, SystemTime), JoinError
     Ok((node_name, UNIX_EPOCH + Duration::from_secs(secs)))
 }
 
-fn client_builder(
+pub(crate) fn client_builder(
     ca_pem: &str,
 ) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, JoinError>
 {
@@ -239,8 +248,16 @@ pub async fn request_certificate(
     ca_pem: &str,
     request: &JoinRequest,
 ) -> Result<JoinResponse, JoinError> {
+    with_deadline(server_url, exchange(server_url, token, ca_pem, request)).await
+}
+
+/// `future`, or `JoinError::Timeout` after `REQUEST_TIMEOUT`.
+pub(crate) async fn with_deadline<T>(
+    server_url: &str,
+    future: impl std::future::Future<Output = Result<T, JoinError>>,
+) -> Result<T, JoinError> {
     let timeout = REQUEST_TIMEOUT;
-    tokio::time::timeout(timeout, exchange(server_url, token, ca_pem, request))
+    tokio::time::timeout(timeout, future)
         .await
         .map_err(|_| JoinError::Timeout {
             url: server_url.to_owned(),
@@ -254,6 +271,41 @@ async fn exchange(
     ca_pem: &str,
     request: &JoinRequest,
 ) -> Result<JoinResponse, JoinError> {
+    let mut config = client_builder(ca_pem)?.with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let body = serde_json::to_vec(request).map_err(|e| JoinError::Response {
+        reason: e.to_string(),
+    })?;
+    let request = hyper::Request::post(JOIN_PATH)
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    let (code, bytes) = https_exchange(server_url, config, request, body).await?;
+    if code != 200 {
+        return Err(rejected(code, &bytes));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| JoinError::Response {
+        reason: e.to_string(),
+    })
+}
+
+/// A refusal: the HTTP status and the message of the Status the server answered.
+pub(crate) fn rejected(code: u16, bytes: &[u8]) -> JoinError {
+    let message = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned());
+    JoinError::Rejected { code, message }
+}
+
+/// One HTTPS request over a fresh connection with the TLS `config`: `request` gets the
+/// `Host` and `Accept` headers and `body`; returns the status and at most
+/// `MAX_RESPONSE_BYTES` of the answer.
+pub(crate) async fn https_exchange(
+    server_url: &str,
+    config: rustls::ClientConfig,
+    request: hyper::http::request::Builder,
+    body: Vec<u8>,
+) -> Result<(u16, Bytes), JoinError> {
     let (host, port) = target(server_url)?;
     let transport = |what: &'static str| {
         let url = server_url.to_owned();
@@ -267,8 +319,6 @@ async fn exchange(
         url: server_url.to_owned(),
         reason: "the host is not a valid server name".into(),
     })?;
-    let mut config = client_builder(ca_pem)?.with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| transport("cannot connect to")(e.into()))?;
@@ -280,20 +330,15 @@ async fn exchange(
         .await
         .map_err(|e| transport("http handshake with")(e.into()))?;
     let driver = tokio::spawn(connection);
-    let body = serde_json::to_vec(request).map_err(|e| JoinError::Response {
-        reason: e.to_string(),
-    })?;
-    let http_request = hyper::Request::post(JOIN_PATH)
+    let http_request = request
         .header(hyper::header::HOST, format!("{host}:{port}"))
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(hyper::header::ACCEPT, "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| transport("building the request to")(e.into()))?;
     let response = sender
         .send_request(http_request)
         .await
-        .map_err(|e| transport("sending the join request to")(e.into()))?;
+        .map_err(|e| transport("sending a request to")(e.into()))?;
     let code = response.status().as_u16();
     let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
         .collect()
@@ -301,16 +346,7 @@ async fn exchange(
         .map_err(|e| transport("reading the answer of")(e))?
         .to_bytes();
     driver.abort();
-    if code != 200 {
-        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-        return Err(JoinError::Rejected { code, message });
-    }
-    serde_json::from_slice(&bytes).map_err(|e| JoinError::Response {
-        reason: e.to_string(),
-    })
+    Ok((code, bytes))
 }
 
 /// A fresh key (ECDSA P-256) and a CSR for it naming `system:node:<node_name>`.

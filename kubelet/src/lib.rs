@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod caps;
+pub mod discovery;
 pub mod images;
 pub mod ipam;
 pub mod join;

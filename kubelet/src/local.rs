@@ -210,7 +210,14 @@ pub struct LocalPods {
     cfg: LocalConfig,
     containers: Containers,
     images: StoreImages,
+    /// The cgroup layout as found before this process left its own cgroup (`cgroups`).
+    cgroups: std::sync::Mutex<Option<CgroupFs>>,
 }
+
+/// The leaf this process moves into on a cgroup v2 host, so that its own cgroup can hand
+/// controllers to the pod cgroups below it (v2's no-internal-processes rule): under systemd
+/// `…/skiff-kubelet.service/skiff`, with pods in `…/skiff-kubelet.service/skiff-pods/…`.
+pub const DAEMON_CGROUP_LEAF: &str = "skiff";
 
 impl LocalPods {
     pub fn open(cfg: LocalConfig) -> Result<LocalPods, LocalError> {
@@ -226,7 +233,24 @@ impl LocalPods {
             cfg,
             containers,
             images: StoreImages::new(store),
+            cgroups: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The cgroup layout, detected once; on first use this process moves into its leaf
+    /// (`CgroupFs::isolate_self`, a no-op on hybrid hosts and at a hierarchy root). Later
+    /// calls keep the layout of the original own cgroup, where the pods go.
+    fn cgroups(&self) -> Result<CgroupFs, String> {
+        let mut found = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cgroups) = &*found {
+            return Ok(cgroups.clone());
+        }
+        let cgroups = CgroupFs::detect().map_err(|e| e.to_string())?;
+        cgroups
+            .isolate_self(DAEMON_CGROUP_LEAF)
+            .map_err(|e| format!("moving this process into its own leaf cgroup: {e}"))?;
+        *found = Some(cgroups.clone());
+        Ok(cgroups)
     }
 
     fn pod_dir(&self, name: &str) -> PathBuf {
@@ -236,7 +260,7 @@ impl LocalPods {
     /// Opened only where needed: it makes the sandbox dir a private mount.
     fn sandboxes(&self, pod: &str, cgroup_parent: &Path) -> Result<Sandboxes, LocalError> {
         let setup = |e: &dyn std::fmt::Display| LocalError::Setup(format!("pod {pod}: {e}"));
-        let cgroups = CgroupFs::detect().map_err(|e| setup(&e))?;
+        let cgroups = self.cgroups().map_err(|e| setup(&e))?;
         Sandboxes::open(
             &self.cfg.state_dir,
             cgroups,

@@ -41,6 +41,17 @@ pub struct ApiServerArgs {
     /// stay pending.
     #[arg(long)]
     pub loadbalancer_pool: Option<ipnet::Ipv4Net>,
+    /// A join token chosen in advance (`abcdef.0123456789abcdef`), stored hashed and valid
+    /// for 24 hours from each start; without it one is generated. Written to DATA_DIR/join-token.
+    #[arg(long, env = "SKIFF_JOIN_TOKEN", hide_env_values = true, value_parser = parse_join_token)]
+    pub join_token: Option<String>,
+}
+
+/// A `--join-token` value: `[a-z0-9]{6}.[a-z0-9]{16}`.
+pub fn parse_join_token(s: &str) -> Result<String, String> {
+    let token = s.trim();
+    apiserver::check_join_token(token)?;
+    Ok(token.to_owned())
 }
 
 /// A running control plane: API server, node service, and (unless disabled) the
@@ -59,6 +70,7 @@ impl ControlPlane {
         config.extra_sans = args.tls_san.clone();
         config.service_cidr = args.service_cidr;
         config.node_ports = args.service_node_port_range;
+        config.join_token = args.join_token.clone();
         let server = apiserver::start(config)
             .await
             .context("starting the API server")?;
@@ -99,6 +111,20 @@ impl ControlPlane {
         })
     }
 
+    /// How a node joins: the command line with the CA hash, and where the token is.
+    pub fn join_hint(&self, data_dir: &std::path::Path) -> String {
+        format!(
+            "ca-cert-hash: {hash} (also in {hash_file})\n\
+             join a node: skiff kubelet --api-server https://{api} --server https://{nodes} \\\n  \
+             --ca-cert-hash {hash} --join-token $(cat {token})",
+            hash = self.server.ca_cert_hash,
+            hash_file = data_dir.join(apiserver::CA_HASH_FILE).display(),
+            api = self.server.addr,
+            nodes = self.nodes.addr,
+            token = data_dir.join(apiserver::JOIN_TOKEN_FILE).display(),
+        )
+    }
+
     pub async fn shutdown(self) -> Result<()> {
         if let Some(task) = self.controllers {
             task.abort();
@@ -128,16 +154,11 @@ pub async fn terminated() -> Result<()> {
 pub async fn run(args: ApiServerArgs) -> Result<()> {
     let plane = ControlPlane::start(&args).await?;
     eprintln!(
-        "skiff apiserver listening on https://{}; nodes dial https://{}; kubeconfig: {}\n\
-         join a node: skiff kubelet --api-server https://{} --server https://{} \\\n  \
-         --ca-file {} --join-token $(cat {})",
+        "skiff apiserver listening on https://{}; nodes dial https://{}; kubeconfig: {}\n{}",
         plane.server.addr,
         plane.nodes.addr,
         plane.server.kubeconfig.display(),
-        plane.server.addr,
-        plane.nodes.addr,
-        args.data_dir.join("pki/ca.crt").display(),
-        args.data_dir.join(apiserver::JOIN_TOKEN_FILE).display(),
+        plane.join_hint(&args.data_dir),
     );
     terminated().await?;
     plane.shutdown().await

@@ -5,15 +5,17 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use skiff_controlplane::apiserver::{PortRange, ServiceCidr};
 use skiff_kubelet::agent::{self, AgentConfig};
+use skiff_kubelet::discovery;
 use skiff_kubelet::join::{self, NodeCredentials};
 use skiff_runtime::image::PullOptions;
 
-use super::controlplane::{ApiServerArgs, ControlPlane, terminated};
+use super::controlplane::{ApiServerArgs, ControlPlane, parse_join_token, terminated};
 use super::node_proxy::{self, ProxyOptions};
 
 /// What a node needs to know to run pods.
@@ -67,6 +69,13 @@ pub struct UpArgs {
     pub node_listen: SocketAddr,
     #[arg(long, default_value = "10.96.0.0/12", value_parser = ServiceCidr::parse)]
     pub service_cidr: ServiceCidr,
+    /// Extra DNS name or IP for the serving certificate (repeatable): the address other
+    /// nodes dial.
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
+    /// A join token chosen in advance for the nodes that join later (see `skiff apiserver`).
+    #[arg(long, env = "SKIFF_JOIN_TOKEN", hide_env_values = true, value_parser = parse_join_token)]
+    pub join_token: Option<String>,
     /// Addresses for `type: LoadBalancer` Services (e.g. 192.0.2.0/28).
     #[arg(long)]
     pub loadbalancer_pool: Option<ipnet::Ipv4Net>,
@@ -93,8 +102,13 @@ pub struct KubeletArgs {
     #[arg(long, env = "SKIFF_JOIN_TOKEN", default_value = "")]
     pub join_token: String,
     /// The cluster CA certificate (PEM): the only one the node trusts.
+    #[arg(long, conflicts_with = "ca_cert_hash")]
+    pub ca_file: Option<PathBuf>,
+    /// Instead of --ca-file: the pin of the cluster CA (`sha256:<hex>`, as the control
+    /// plane prints and writes to DATA_DIR/ca-cert-hash). The CA is fetched from the API
+    /// server and trusted only if its public key has this hash.
     #[arg(long)]
-    pub ca_file: PathBuf,
+    pub ca_cert_hash: Option<String>,
     /// Run no Service proxy (nor cluster DNS) on this node.
     #[arg(long)]
     pub no_proxy: bool,
@@ -149,16 +163,28 @@ fn agent_config(
     })
 }
 
+/// `https://ADDR` for this machine's own connections: a wildcard listen address (`0.0.0.0`,
+/// `::`) becomes loopback, which the serving certificate always names.
+fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("https://{}", SocketAddr::new(ip, addr.port()))
+}
+
 pub async fn up(args: UpArgs) -> Result<()> {
     let plane_args = ApiServerArgs {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
         etcd: Vec::new(),
-        tls_san: Vec::new(),
+        tls_san: args.tls_san.clone(),
         no_controllers: false,
         service_cidr: args.service_cidr,
         service_node_port_range: PortRange::default(),
         node_listen: args.node_listen,
+        join_token: args.join_token.clone(),
         loadbalancer_pool: args.loadbalancer_pool,
     };
     let plane = ControlPlane::start(&plane_args).await?;
@@ -167,13 +193,13 @@ pub async fn up(args: UpArgs) -> Result<()> {
     // This node joins like any other: the join token for a client certificate.
     let credentials = credentials(
         &node_root,
-        &format!("https://{}", plane.server.addr),
+        &local_url(plane.server.addr),
         &plane.server.join_token,
         &plane.server.ca_pem,
         &node_name,
     )
     .await?;
-    let server = format!("https://{}", plane.nodes.addr);
+    let server = local_url(plane.nodes.addr);
     let proxy = if args.no_proxy {
         None
     } else {
@@ -193,9 +219,10 @@ pub async fn up(args: UpArgs) -> Result<()> {
     };
     let config = agent_config(&node_root, server, credentials, &args.node)?;
     println!(
-        "skiff is up: node {node_name}, API https://{}\n  export KUBECONFIG={}\n  kubectl get nodes",
+        "skiff is up: node {node_name}, API https://{}\n  export KUBECONFIG={}\n  kubectl get nodes\n{}",
         plane.server.addr,
-        plane.server.kubeconfig.display()
+        plane.server.kubeconfig.display(),
+        plane.join_hint(&args.data_dir),
     );
     let stop = tokio::sync::Notify::new();
     let agent = agent::run(config, stop.notified());
@@ -215,18 +242,40 @@ pub async fn up(args: UpArgs) -> Result<()> {
     plane.shutdown().await
 }
 
+/// The CA a joining node trusts: `--ca-file`, or the one the API server offers if its
+/// hash is `--ca-cert-hash`.
+async fn cluster_ca(args: &KubeletArgs) -> Result<String> {
+    match (&args.ca_file, &args.ca_cert_hash) {
+        (Some(file), _) => {
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+        }
+        (None, Some(pin)) => discovery::discover_ca(&args.api_server, pin)
+            .await
+            .with_context(|| format!("discovering the cluster ca of {}", args.api_server)),
+        (None, None) => anyhow::bail!(
+            "the node has no certificate yet: give --ca-cert-hash (or --ca-file) and --join-token"
+        ),
+    }
+}
+
 pub async fn kubelet(root: &std::path::Path, args: KubeletArgs) -> Result<()> {
-    let ca_pem = std::fs::read_to_string(&args.ca_file)
-        .with_context(|| format!("reading {}", args.ca_file.display()))?;
     let node_name = args.node.node_name.clone().unwrap_or_else(host_name);
-    let credentials = credentials(
-        root,
-        &args.api_server,
-        &args.join_token,
-        &ca_pem,
-        &node_name,
-    )
-    .await?;
+    // A node that joined before restarts from its credentials, even with the control plane
+    // away; discovery and the join token are for the first start.
+    let credentials = match NodeCredentials::load(&root.join("pki")) {
+        Ok(found) if found.node_name == node_name && found.is_valid_at(SystemTime::now()) => found,
+        _ => {
+            let ca_pem = cluster_ca(&args).await?;
+            credentials(
+                root,
+                &args.api_server,
+                &args.join_token,
+                &ca_pem,
+                &node_name,
+            )
+            .await?
+        }
+    };
     let proxy = if args.no_proxy {
         None
     } else {
@@ -259,4 +308,17 @@ pub async fn kubelet(root: &std::path::Path, args: KubeletArgs) -> Result<()> {
         proxy.stop().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listen_addresses_are_dialled_on_loopback() {
+        let url = |s: &str| local_url(s.parse().unwrap());
+        assert_eq!(url("0.0.0.0:6443"), "https://127.0.0.1:6443");
+        assert_eq!(url("[::]:6444"), "https://[::1]:6444");
+        assert_eq!(url("192.168.56.10:6443"), "https://192.168.56.10:6443");
+    }
 }

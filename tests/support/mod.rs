@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod netlab;
 pub mod pods;
 pub mod runtime;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -14,130 +14,74 @@
 #
 # The kernel comes from kernel.sh (cached in $SKIFF_VM_CACHE, default /var/cache/skiff-vm). The
 # initramfs is two concatenated cpio archives: a base (busybox, modules, init.sh), cached by a
-# hash of its inputs, and a per-run one with the job. Exit codes: the job's; 124 timeout; 125
-# the guest gave no result. Modules: $SKIFF_VM_MODULES are packed (the job can `modprobe` them),
+# hash of its inputs, and a per-run one with the job (lib.sh, shared with cluster.sh). Exit
+# codes: the job's; 124 timeout; 125 the guest gave no result. Modules: $SKIFF_VM_MODULES are packed (the job can `modprobe` them),
 # $SKIFF_VM_MODPROBE are loaded at boot (none by default: all of them cost ~1.3 s of boot).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cache=${SKIFF_VM_CACHE:-/var/cache/skiff-vm}
-modules=${SKIFF_VM_MODULES:-overlay veth bridge br_netfilter sch_ingress cls_bpf act_bpf ext4 virtio_pci virtio_net virtio_blk}
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 modprobe=${SKIFF_VM_MODPROBE:-}
-timeout=${SKIFF_VM_TIMEOUT:-120} mem=512 cgroup=skiff-test quiet=0 bins=() extra=
+TIMEOUT=${SKIFF_VM_TIMEOUT:-120} MEM=512 QUIET=0 cgroup=skiff-test bins=() extra=
 usage() { sed -n '5,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while getopts b:x:t:m:c:qh opt; do
   case $opt in
     b) bins+=("$OPTARG") ;;
     x) extra=$OPTARG ;;
-    t) timeout=$OPTARG ;;
-    m) mem=$OPTARG ;;
+    t) TIMEOUT=$OPTARG ;;
+    m) MEM=$OPTARG ;;
     c) cgroup=$OPTARG ;;
-    q) quiet=1 ;;
+    q) QUIET=1 ;;
     *) usage ;;
   esac
 done
 shift $((OPTIND - 1))
 [ $# -gt 0 ] || usage
-command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: needs qemu-system-x86_64 (apt-get install qemu-system-x86)" >&2; exit 125; }
-busybox=$(command -v busybox) || { echo "run.sh: needs busybox (apt-get install busybox-static)" >&2; exit 125; }
+vm_require
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/skiff-vm.XXXXXX")
-qpid=
+vm_pid=
 cleanup() {
-  [ -n "$qpid" ] && kill "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null
+  [ -n "$vm_pid" ] && kill "$vm_pid" 2>/dev/null && wait "$vm_pid" 2>/dev/null
   rm -rf "$work"
-  rm -f "$cache"/initrd-base-*.tmp.$$
+  rm -f "$vm_cache"/initrd-base-*.tmp.$$
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-ms() { echo $(($(date +%s%N) / 1000000)); }
-secs() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
-t0=$(ms)
-
-# Copies FILE (and, for an executable, its shared libraries) into tree ROOT, at DEST or FILE's path.
-copy_in() {
-  local root=$1 file=$2 dest=${3:-$2} lib
-  mkdir -p "$root$(dirname "$dest")"
-  cp -L "$file" "$root$dest"
-  for lib in $(ldd "$file" 2>/dev/null | grep -oE '/[^ ]+' || true); do
-    [ -e "$root$lib" ] || { mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"; }
-  done
-}
-
-pack() { (cd "$1" && find . | "$busybox" cpio -o -H newc 2>/dev/null); }
+t0=$(vm_ms)
 
 # 1. Kernel (downloaded once per machine and version).
-kdir=$("$here/kernel.sh")
-kv=$(basename "$(ls -d "$kdir"/lib/modules/*/ | head -n 1)")
-kernel=$kdir/vmlinux # PVH: no emulated decompression
-[ -e "$kernel" ] || kernel=$kdir/boot/vmlinuz-$kv
-t_kernel=$(ms)
+vm_kernel
+t_kernel=$(vm_ms)
 
 # 2. Base initramfs: busybox + modules (with their dependencies) + init, cached by input hash.
-key=$({ echo "$kv $modules"; cat "$here/init.sh" "$0" "$busybox"; } | sha256sum | cut -c1-16)
-base=$cache/initrd-base-$kv-$key.cpio
-base_state=cached
-if [ ! -s "$base" ]; then
-  base_state=built
-  b=$work/base
-  mkdir -p "$b"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,proc,sys,dev,tmp,run,etc,root,skiff}
-  copy_in "$b" "$busybox" /bin/busybox
-  for a in $("$busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$b/bin/$a"; done
-  cp "$here/init.sh" "$b/init" && chmod 755 "$b/init"
-  md=$kdir/lib/modules/$kv
-  mkdir -p "$b/lib/modules/$kv"
-  cp "$md/modules.builtin" "$md/modules.order" "$b/lib/modules/$kv/"
-  declare -A want=()
-  for m in $modules; do
-    line=$(grep -E "^([^: ]*/)?${m}\.ko:" "$md/modules.dep") ||
-      { grep -qE "/${m}\.ko$" "$md/modules.builtin" || echo "run.sh: no module $m" >&2; continue; }
-    for f in ${line/:/}; do want[$f]=1; done
-  done
-  for f in "${!want[@]}"; do
-    mkdir -p "$b/lib/modules/$kv/$(dirname "$f")"
-    cp "$md/$f" "$b/lib/modules/$kv/$f"
-    grep -E "^$f:" "$md/modules.dep" >>"$b/lib/modules/$kv/modules.dep"
-  done
-  pack "$b" >"$base.tmp.$$" && mv "$base.tmp.$$" "$base"
-  rm -rf "$b"
-  # Bases of older inputs: dropped once unused for a week (each run touches its own).
-  find "$cache" -maxdepth 1 -name 'initrd-base-*.cpio' -mtime +7 -delete
-fi
-touch "$base"
-t_base=$(ms)
+vm_base_initrd
+t_base=$(vm_ms)
 
 # 3. The job's archive: the command, its settings, binaries and the extra tree.
 j=$work/job
-mkdir -p "$j/skiff"
+mkdir -p "$j"
 for bin in "${bins[@]}"; do
-  dest=/usr/local/bin/$(basename "$bin")
-  copy_in "$j" "$bin" "$dest"
-  if command -v strip >/dev/null; then strip --strip-debug "$j$dest" 2>/dev/null || true; fi
+  STRIP=1 vm_copy_in "$j" "$bin" "/usr/local/bin/$(basename "$bin")"
 done
 [ -n "$extra" ] && cp -a "$extra/." "$j/"
-quote() { local a out=; for a in "$@"; do out+=" '${a//\'/\'\\\'\'}'"; done; echo "${out# }"; }
-echo "exec $(quote "$@")" >"$j/skiff/job.sh"
-printf 'SKIFF_CGROUP=%s\nSKIFF_MODPROBE=%s\n' "$(quote "$cgroup")" "$(quote "$modprobe")" >"$j/skiff/job.env"
-{ cat "$base"; pack "$j"; } >"$work/initrd.cpio"
-t_job=$(ms)
+vm_job_archive "$j" "$work/job.cpio" "SKIFF_CGROUP=$cgroup
+SKIFF_MODPROBE=$modprobe" -- "$@"
+cat "$vm_base" "$work/job.cpio" >"$work/initrd.cpio"
+t_job=$(vm_ms)
 
 # 4. Boot. No network device at all; the console goes to a log (and stderr unless -q).
 console=$work/console.log
-if [ "$quiet" = 1 ]; then out=/dev/null; else out=/dev/stderr; fi
-timeout --foreground -k 5 "$timeout" qemu-system-x86_64 -accel tcg -m "$mem" -smp 1 \
-  -nographic -nodefaults -no-reboot -nic none \
-  -chardev "stdio,id=con,signal=off,logfile=$console" -serial chardev:con \
-  -kernel "$kernel" -initrd "$work/initrd.cpio" \
-  -append "console=ttyS0 panic=-1 loglevel=1" </dev/null >"$out" 2>&1 &
-qpid=$!
+vm_boot "$work/initrd.cpio" "$console" -nic none
 qrc=0
-wait "$qpid" || qrc=$?
-qpid=
-t_boot=$(ms)
+wait "$vm_pid" || qrc=$?
+vm_pid=
+t_boot=$(vm_ms)
 
 # 5. The result block.
-tr -d '\r\033' <"$console" >"$work/console.txt"
+vm_console_text "$console" >"$work/console.txt"
 # The end marker may follow job output that lacks a final newline.
 end='===== skiff-vm job end: exit'
 rc=$(grep -ao "$end [0-9]*" "$work/console.txt" | tail -n 1 | grep -o '[0-9]*$' || true)
@@ -145,19 +89,19 @@ awk -v end="$end" '
   !on && /^===== skiff-vm job begin/ { on = 1; next }
   on && (i = index($0, end)) { if (i > 1) print substr($0, 1, i - 1); exit }
   on { print }' "$work/console.txt"
-echo "run.sh: timing: kernel $(secs $((t_kernel - t0))) s, initrd base $(secs $((t_base - t_kernel))) s ($base_state)," \
-  "job archive $(secs $((t_job - t_base))) s, guest $(secs $((t_boot - t_job))) s, total $(secs $((t_boot - t0))) s;" \
+echo "run.sh: timing: kernel $(vm_secs $((t_kernel - t0))) s, initrd base $(vm_secs $((t_base - t_kernel))) s ($vm_base_state)," \
+  "job archive $(vm_secs $((t_job - t_base))) s, guest $(vm_secs $((t_boot - t_job))) s, total $(vm_secs $((t_boot - t0))) s;" \
   "$(grep -o 'job begin (uptime [0-9.]*)' "$work/console.txt" || true)" >&2
 if [ -n "$rc" ]; then
   echo "run.sh: job exit $rc" >&2
   exit "$rc"
 fi
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
-  echo "run.sh: guest timed out after $timeout s" >&2
+  echo "run.sh: guest timed out after $TIMEOUT s" >&2
   rc=124
 else
   echo "run.sh: guest ended (qemu exit $qrc) without a job result" >&2
   rc=125
 fi
-[ "$quiet" = 1 ] && { echo "run.sh: last console lines:" >&2; tail -n 30 "$work/console.txt" >&2; }
+[ "$QUIET" = 1 ] && { echo "run.sh: last console lines:" >&2; tail -n 30 "$work/console.txt" >&2; }
 exit "$rc"

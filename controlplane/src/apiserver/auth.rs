@@ -1,7 +1,8 @@
 //! Bearer-token authentication: the admin token from the data dir, or a node token
 //! (`nodetoken.rs`); anything else is 401. The caller's `Identity` goes into the request's
-//! extensions for the authorizer (`authz.rs`). Health endpoints stay open for probes, and
-//! `POST /skiff/v1/join` reaches its handler, which checks a join token (`join.rs`).
+//! extensions for the authorizer (`authz.rs`). Health endpoints and the CA discovery
+//! document (`clusterinfo.rs`) stay open, and `POST /skiff/v1/join` reaches its handler,
+//! which checks a join token (`join.rs`).
 
 use std::sync::Arc;
 
@@ -10,16 +11,16 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use skiff_api::join::JOIN_PATH;
+use skiff_api::join::{CLUSTER_INFO_PATH, JOIN_PATH};
 
 use super::authz::Identity;
 use super::nodetoken;
 use super::status::ApiError;
 use crate::store::Store;
 
-/// Paths served without a token (liveness and readiness probes).
+/// Paths served without a token (liveness and readiness probes, CA discovery).
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz")
+    matches!(path, "/healthz" | "/livez" | "/readyz" | CLUSTER_INFO_PATH)
 }
 
 /// Compares without an early exit on the first differing byte.
@@ -90,5 +91,6 @@ mod tests {
         assert!(!authorized(Some("Basic abc"), "abc"));
         assert!(!authorized(None, "abc"));
         assert!(is_public("/healthz") && !is_public("/version"));
+        assert!(is_public("/skiff/v1/cluster-info") && !is_public("/skiff/v1/jointokens"));
     }
 }

@@ -3,7 +3,9 @@
 //! certificate. The store keeps only the SHA-256 of the secret and the expiry under
 //! `/registry/skiff/jointokens/<id>`, so a store dump holds no usable token. The first start
 //! of the API server writes one to `DATA_DIR/join-token` (mode 0600) and reuses it across
-//! restarts while it is valid.
+//! restarts while it is valid. A provisioner that hands one token to every machine in
+//! advance passes it instead (`--join-token`, as `kubeadm init --token`): `ensure_given`
+//! stores it, valid for the lifetime from this start, and writes the same file.
 
 use std::path::Path;
 use std::time::Duration;
@@ -63,23 +65,41 @@ fn split(token: &str) -> Option<(&str, &str)> {
     (well_formed(id, ID_LEN) && well_formed(secret, SECRET_LEN)).then_some((id, secret))
 }
 
+/// Checks the shape of a join token given by a user: `<6>.<16>` characters of `[a-z0-9]`.
+pub fn check_format(token: &str) -> Result<(), String> {
+    match split(token) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "a join token is {ID_LEN} and {SECRET_LEN} characters of [a-z0-9] joined by a dot \
+             (e.g. abcdef.0123456789abcdef)"
+        )),
+    }
+}
+
+fn record(secret: &str, expires: Option<Timestamp>) -> Vec<u8> {
+    let value = json!({
+        "sha256": digest(secret),
+        "expires": expires.map(|t| t.to_string()),
+    });
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+fn expiry(ttl: Option<Duration>, now: Timestamp) -> Result<Option<Timestamp>, ApiError> {
+    let Some(ttl) = ttl else {
+        return Ok(None);
+    };
+    let too_long = || ApiError::bad_request("the token lifetime is too long");
+    let span = jiff::SignedDuration::try_from(ttl).map_err(|_| too_long())?;
+    now.checked_add(span).map(Some).map_err(|_| too_long())
+}
+
 /// Mints a join token valid for `ttl` (`None`: no expiry) from `now`.
 pub async fn mint_at(
     store: &dyn Store,
     ttl: Option<Duration>,
     now: Timestamp,
 ) -> Result<MintedToken, ApiError> {
-    let expires = match ttl {
-        None => None,
-        Some(ttl) => {
-            let span = jiff::SignedDuration::try_from(ttl)
-                .map_err(|_| ApiError::bad_request("the token lifetime is too long"))?;
-            Some(
-                now.checked_add(span)
-                    .map_err(|_| ApiError::bad_request("the token lifetime is too long"))?,
-            )
-        }
-    };
+    let expires = expiry(ttl, now)?;
     // A fresh id; on the rare collision with a stored one, draw again.
     for _ in 0..8 {
         let (id, secret) = {
@@ -89,12 +109,10 @@ pub async fn mint_at(
                 random_chars(&mut rng, SECRET_LEN),
             )
         };
-        let value = json!({
-            "sha256": digest(&secret),
-            "expires": expires.map(|t| t.to_string()),
-        });
-        let bytes = serde_json::to_vec(&value).unwrap_or_default();
-        match store.create(&format!("{PREFIX}{id}"), bytes).await {
+        match store
+            .create(&format!("{PREFIX}{id}"), record(&secret, expires))
+            .await
+        {
             Ok(_) => {
                 return Ok(MintedToken {
                     token: format!("{id}.{secret}"),
@@ -156,6 +174,37 @@ pub async fn ensure_file(
         .map_err(|e| ApiServerError::Bootstrap(e.message))?;
     super::tls::write_private(&path, format!("{}\n", minted.token).as_bytes())?;
     Ok(minted.token)
+}
+
+/// Stores the join token a provisioner chose, valid for `ttl` from now (a restart renews
+/// it, so provisioning stays repeatable), and writes it to `data_dir/join-token`. A stored
+/// token with the same id is replaced.
+pub async fn ensure_given(
+    store: &dyn Store,
+    data_dir: &Path,
+    token: &str,
+    ttl: Option<Duration>,
+) -> Result<String, ApiServerError> {
+    let bootstrap = |message: String| ApiServerError::Bootstrap(message);
+    let (id, secret) = split(token).ok_or_else(|| {
+        bootstrap(format!(
+            "the join token: {}",
+            check_format(token).unwrap_err()
+        ))
+    })?;
+    let value = record(
+        secret,
+        expiry(ttl, Timestamp::now()).map_err(|e| bootstrap(e.message))?,
+    );
+    let key = format!("{PREFIX}{id}");
+    let stored = match store.get(&key).await? {
+        Some(_) => store.update(&key, value, None).await,
+        None => store.create(&key, value).await,
+    };
+    stored?;
+    let path = data_dir.join(TOKEN_FILE);
+    super::tls::write_private(&path, format!("{token}\n").as_bytes())?;
+    Ok(token.to_owned())
 }
 
 #[cfg(test)]
@@ -239,5 +288,57 @@ mod tests {
             "an unknown token is replaced"
         );
         assert!(verify(&store, &third, Timestamp::now()).await);
+    }
+
+    #[tokio::test]
+    async fn a_given_token_is_stored_hashed_and_renewed() {
+        let (dir, store) = store();
+        let token = "abcdef.0123456789abcdef";
+        assert_eq!(
+            ensure_given(&store, dir.path(), token, Some(Duration::from_secs(60)))
+                .await
+                .unwrap(),
+            token
+        );
+        let now = Timestamp::now();
+        assert!(verify(&store, token, now).await);
+        let later = now + jiff::SignedDuration::from_secs(120);
+        assert!(!verify(&store, token, later).await, "it expires");
+        let text = std::fs::read_to_string(dir.path().join(TOKEN_FILE)).unwrap();
+        assert_eq!(text.trim(), token);
+        let stored = store
+            .get(&format!("{PREFIX}abcdef"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !String::from_utf8(stored.value)
+                .unwrap()
+                .contains("0123456789abcdef")
+        );
+        // Provisioning again (a restart) renews it.
+        ensure_given(&store, dir.path(), token, None).await.unwrap();
+        assert!(verify(&store, token, later).await);
+        // The file follows the given token, not a generated one.
+        assert_eq!(ensure_file(&store, dir.path(), None).await.unwrap(), token);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_given_token_is_refused() {
+        let (dir, store) = store();
+        for bad in [
+            "",
+            "abcdef",
+            "ABCDEF.0123456789abcdef",
+            "abcdef.0123456789abcde",
+        ] {
+            let err = ensure_given(&store, dir.path(), bad, None)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("[a-z0-9]"), "{err}");
+            assert!(check_format(bad).is_err());
+        }
+        assert!(check_format("abcdef.0123456789abcdef").is_ok());
+        assert!(!dir.path().join(TOKEN_FILE).exists());
     }
 }

@@ -2,14 +2,16 @@
 //! OpenAPI v3, and generic REST over the revisioned store for the resources in
 //! `registry.rs`. Requests are parsed into commands (`request.rs`) apart from their effects
 //! (`handlers/`). Nodes join with a join token (`jointoken.rs`, `join.rs`) and get a client
-//! certificate, their identity on the node port (`nodetls.rs`). Pod logs, exec, attach and
-//! port-forward reach the node through its stream tunnel (`stream/`). See
-//! `docs/design/004-apiserver.md` and `015-streams.md`.
+//! certificate, their identity on the node port (`nodetls.rs`); a node that knows only the
+//! CA's hash learns the CA from `clusterinfo.rs`. Pod logs, exec, attach and port-forward
+//! reach the node through its stream tunnel (`stream/`). See `docs/design/004-apiserver.md`
+//! and `015-streams.md`.
 
 mod admit;
 mod auth;
 mod authz;
 mod client;
+mod clusterinfo;
 mod defaults;
 mod discovery;
 mod error;
@@ -54,10 +56,11 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 pub use client::{Change, Client, Kind, Object, ObjectList};
+pub use clusterinfo::CA_HASH_FILE;
 pub use error::ApiServerError;
 pub use handlers::AppState;
 pub use join::{DEFAULT_TOKEN_TTL, NODE_CERT_VALIDITY};
-pub use jointoken::TOKEN_FILE as JOIN_TOKEN_FILE;
+pub use jointoken::{TOKEN_FILE as JOIN_TOKEN_FILE, check_format as check_join_token};
 pub use nodetls::{NodeTls, NodeTlsError, node_name};
 pub use request::{DeleteOptions, Propagation};
 pub use services::{PortRange, ServiceAllocator, ServiceCidr};
@@ -89,6 +92,9 @@ pub struct ApiServerConfig {
     pub node_ports: PortRange,
     /// Lifetime of the join token written to `DATA_DIR/join-token` (`None`: never expires).
     pub join_token_ttl: Option<Duration>,
+    /// A join token chosen in advance (`--join-token`): stored and written to
+    /// `DATA_DIR/join-token` instead of a generated one.
+    pub join_token: Option<String>,
 }
 
 impl ApiServerConfig {
@@ -105,6 +111,7 @@ impl ApiServerConfig {
             service_cidr: ServiceCidr::parse("10.96.0.0/12").expect("the default CIDR parses"),
             node_ports: PortRange::default(),
             join_token_ttl: Some(join::DEFAULT_TOKEN_TTL),
+            join_token: None,
         }
     }
 }
@@ -121,6 +128,9 @@ pub struct RunningApiServer {
     pub ca_pem: String,
     /// The join token in `DATA_DIR/join-token` (valid at start).
     pub join_token: String,
+    /// The CA's pin (`sha256:` + hex of its SubjectPublicKeyInfo), also in
+    /// `DATA_DIR/ca-cert-hash`: what a node passes as `--ca-cert-hash`.
+    pub ca_cert_hash: String,
     /// TLS of the node (gRPC) port: this server's identity, node client certificates required.
     pub node_tls: NodeTls,
     state: AppState,
@@ -244,12 +254,26 @@ pub async fn start_with_store(
         watch_lines: Arc::default(),
         tunnels: Arc::new(crate::node::Tunnels::default()),
     };
-    let join_token = jointoken::ensure_file(
-        state.store.as_ref(),
-        &config.data_dir,
-        config.join_token_ttl,
-    )
-    .await?;
+    let join_token = match &config.join_token {
+        Some(token) => {
+            jointoken::ensure_given(
+                state.store.as_ref(),
+                &config.data_dir,
+                token,
+                config.join_token_ttl,
+            )
+            .await?
+        }
+        None => {
+            jointoken::ensure_file(
+                state.store.as_ref(),
+                &config.data_dir,
+                config.join_token_ttl,
+            )
+            .await?
+        }
+    };
+    let ca_cert_hash = clusterinfo::write_hash(&config.data_dir, &pki)?;
     let node_tls = NodeTls::from_pki(&pki).ok_or_else(|| ApiServerError::Pem {
         path: config.data_dir.join("pki/ca.crt"),
         reason: "no CA certificate in the serving chain".into(),
@@ -264,7 +288,8 @@ pub async fn start_with_store(
         ca_pem: Arc::from(pki.ca_pem.as_str()),
         max_body_bytes: config.max_body_bytes,
     };
-    let app = router(state.clone(), joins, auth);
+    let cluster_info = clusterinfo::ClusterInfoState::new(&pki.ca_pem);
+    let app = router(state.clone(), joins, cluster_info, auth);
     let handle = Handle::new();
     let server = axum_server::from_tcp_rustls(listener, tls_config)
         .map_err(|source| ApiServerError::Bind { addr, source })?
@@ -282,6 +307,7 @@ pub async fn start_with_store(
         token: pki.token,
         ca_pem: pki.ca_pem,
         join_token,
+        ca_cert_hash,
         node_tls,
         state,
         handle,
@@ -290,12 +316,23 @@ pub async fn start_with_store(
 }
 
 /// The routes: fixed endpoints, then everything under `/api` and `/apis` via the parser.
-fn router(state: AppState, joins: join::JoinState, auth: auth::Authenticator) -> Router {
+fn router(
+    state: AppState,
+    joins: join::JoinState,
+    cluster_info: clusterinfo::ClusterInfoState,
+    auth: auth::Authenticator,
+) -> Router {
     let metrics = state.metrics.clone();
     let join_routes = Router::new()
         .route(skiff_api::join::JOIN_PATH, post(join::join))
         .route(skiff_api::join::JOIN_TOKENS_PATH, post(join::mint_token))
         .with_state(joins);
+    let discovery_routes = Router::new()
+        .route(
+            skiff_api::join::CLUSTER_INFO_PATH,
+            get(clusterinfo::cluster_info),
+        )
+        .with_state(cluster_info);
     Router::new()
         .route("/version", get(version))
         .route("/healthz", get(ok))
@@ -308,6 +345,7 @@ fn router(state: AppState, joins: join::JoinState, auth: auth::Authenticator) ->
         .fallback(handlers::handle)
         .with_state(state)
         .merge(join_routes)
+        .merge(discovery_routes)
         .layer(axum::middleware::from_fn_with_state(
             auth,
             auth::require_token,

@@ -1,5 +1,7 @@
 //! The data dir's credentials: a CA, a serving certificate signed by it (regenerated at each
 //! start so the SANs follow the configuration), the admin bearer token, and the kubeconfig.
+//! The CA is made on first start, or is the operator's own: a `pki/ca.crt` + `pki/ca.key`
+//! (PKCS#8) placed there before, as kubeadm's external CA, signs under its own subject.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -82,20 +84,23 @@ fn ca_params() -> Result<CertificateParams, ApiServerError> {
     Ok(params)
 }
 
-/// Loads the CA from `pki/` or creates it.
-fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), ApiServerError> {
+/// Loads the CA from `pki/` (its subject and key identifier taken from the certificate, so
+/// a CA made elsewhere signs correctly) or creates it.
+fn load_or_create_ca(dir: &Path) -> Result<(String, Issuer<'static, KeyPair>), ApiServerError> {
     let (crt_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
     if crt_path.exists() && key_path.exists() {
         let crt = fs::read_to_string(&crt_path).map_err(io("read", &crt_path))?;
         let key_pem = fs::read_to_string(&key_path).map_err(io("read", &key_path))?;
         let key = KeyPair::from_pem(&key_pem).map_err(cert("CA key"))?;
-        return Ok((crt, key));
+        let issuer = Issuer::from_ca_cert_pem(&crt, key).map_err(cert("CA certificate"))?;
+        return Ok((crt, issuer));
     }
     let key = KeyPair::generate().map_err(cert("CA key generation"))?;
-    let crt = ca_params()?.self_signed(&key).map_err(cert("CA signing"))?;
+    let params = ca_params()?;
+    let crt = params.self_signed(&key).map_err(cert("CA signing"))?;
     write_private(&key_path, key.serialize_pem().as_bytes())?;
     write_private(&crt_path, crt.pem().as_bytes())?;
-    Ok((crt.pem(), key))
+    Ok((crt.pem(), Issuer::new(params, key)))
 }
 
 fn load_or_create_token(path: &Path) -> Result<String, ApiServerError> {
@@ -125,7 +130,7 @@ fn ca_der(ca_pem: &str, path: &Path) -> Result<CertificateDer<'static>, ApiServe
 pub fn load_or_create(data_dir: &Path, extra_sans: &[String]) -> Result<Pki, ApiServerError> {
     let dir = data_dir.join("pki");
     fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-    let (ca_pem, ca_key) = load_or_create_ca(&dir)?;
+    let (ca_pem, issuer) = load_or_create_ca(&dir)?;
     let token = load_or_create_token(&dir.join("admin.token"))?;
     let mut sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
     sans.extend(extra_sans.iter().cloned());
@@ -135,7 +140,6 @@ pub fn load_or_create(data_dir: &Path, extra_sans: &[String]) -> Result<Pki, Api
         .push(DnType::CommonName, "skiff-apiserver");
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate().map_err(cert("serving key generation"))?;
-    let issuer = Issuer::new(ca_params()?, ca_key);
     let leaf = params
         .signed_by(&key, &issuer)
         .map_err(cert("serving signing"))?;
@@ -209,5 +213,60 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn an_operators_own_ca_signs_under_its_own_subject() {
+        // Made with `openssl genpkey -algorithm EC` and `openssl req -x509 -subj
+        // "/O=Example Org/CN=example-cluster-ca"`, as a provisioner would.
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        fs::create_dir_all(&pki).unwrap();
+        let ca_pem = include_str!("testdata/external-ca.crt");
+        fs::write(pki.join("ca.crt"), ca_pem).unwrap();
+        fs::write(pki.join("ca.key"), include_str!("testdata/external-ca.key")).unwrap();
+        let loaded = load_or_create(dir.path(), &[]).unwrap();
+        assert_eq!(loaded.ca_pem, ca_pem, "the operator's CA is kept");
+
+        // The serving certificate and a node certificate both verify against that CA.
+        use rustls::pki_types::pem::PemObject;
+        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_der).unwrap();
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let now = rustls::pki_types::UnixTime::now();
+        let servers = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        use rustls::client::danger::ServerCertVerifier;
+        servers
+            .verify_server_cert(&loaded.chain[0], &[], &name, &[], now)
+            .expect("the serving certificate chains to the operator's CA");
+        let node_key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&node_key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let node_pem = super::super::join::sign_node_csr(
+            &loaded.ca_issuer,
+            "worker-1",
+            &csr,
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        let node_der = CertificateDer::from_pem_slice(node_pem.as_bytes()).unwrap();
+        let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider)
+            .build()
+            .unwrap();
+        clients
+            .verify_client_cert(&node_der, &[], now)
+            .expect("a node certificate chains to the operator's CA");
     }
 }
