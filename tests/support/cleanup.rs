@@ -19,6 +19,33 @@ pub fn remove_cgroups(name: &str) {
     }
 }
 
+/// How many processes run in the cgroups named `name` and below them (the v2 hierarchy:
+/// `unified` on a hybrid host, the root on a v2 one).
+pub fn processes_in(name: &str) -> usize {
+    fn count(dir: &Path) -> usize {
+        let here = std::fs::read_to_string(dir.join("cgroup.procs"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        let below: usize = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| count(&e.path()))
+                    .sum()
+            })
+            .unwrap_or(0);
+        here + below
+    }
+    for hierarchy in ["unified", ""] {
+        let dirs = find_dirs(&Path::new("/sys/fs/cgroup").join(hierarchy), name, 4);
+        if !dirs.is_empty() {
+            return dirs.iter().map(|d| count(d)).sum();
+        }
+    }
+    0
+}
+
 /// Lazily unmounts every mount below `dir`, deepest first.
 pub fn unmount_below(dir: &Path) {
     let data = dir.to_string_lossy().into_owned();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cleanup;
+pub mod cluster;
 pub mod netlab;
 pub mod pods;
 pub mod runtime;

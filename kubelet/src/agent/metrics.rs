@@ -155,6 +155,22 @@ fn render(m: &Inner) -> String {
     out
 }
 
+/// What this process holds right now: open stream sessions (`kubectl logs/exec/attach/
+/// port-forward` served by this node) and the tokio tasks alive in its runtime — the numbers
+/// a leak shows in (the streams leak test reads them).
+fn live_gauges() -> String {
+    let sessions = crate::stream::live_sessions();
+    let tasks = tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_alive_tasks())
+        .unwrap_or(0);
+    format!(
+        "# HELP skiff_kubelet_stream_sessions Stream sessions (logs, exec, attach, port-forward) open on this node\n\
+         # TYPE skiff_kubelet_stream_sessions gauge\nskiff_kubelet_stream_sessions {sessions}\n\
+         # HELP skiff_tokio_alive_tasks Tasks alive in this process's tokio runtime\n\
+         # TYPE skiff_tokio_alive_tasks gauge\nskiff_tokio_alive_tasks {tasks}\n"
+    )
+}
+
 /// Serves `GET /metrics` on `listen` until the task is dropped.
 pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
@@ -173,7 +189,7 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result
             let (status, body) = if line.starts_with("GET ")
                 && (path == "/metrics" || path.starts_with("/metrics?"))
             {
-                ("200 OK", metrics.render())
+                ("200 OK", metrics.render() + &live_gauges())
             } else {
                 ("404 Not Found", "only /metrics is served here\n".to_owned())
             };
