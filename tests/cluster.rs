@@ -624,17 +624,16 @@ spec:
   - name: c
     image: skiff.test/busybox:latest
     imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "mkdir -p /tmp/www; while true; do for i in $(seq 30); do wget -q -T 2 -O - http://{target}/index.html 2>&1; done > /tmp/www/tmp; mv /tmp/www/tmp /tmp/www/out; sleep 1; done & exec httpd -f -p 8080 -h /tmp/www"]
+    command: ["sh", "-c", "mkdir -p /tmp/www; while true; do for i in $(seq 30); do wget -q -O - http://{target}/index.html 2>&1; done > /tmp/www/tmp; mv /tmp/www/tmp /tmp/www/out; sleep 1; done & exec httpd -f -p 8080 -h /tmp/www"]
 "#
     )
 }
 
 #[test]
-fn skiff_up_with_the_bpf_data_plane_balances_a_pods_connections_over_a_clusterip() {
+fn skiff_up_balances_a_pods_connections_over_a_clusterip_through_bpf() {
     let Some(mut up) = ready() else {
         return;
     };
-    up.extra = vec!["--bpf-dataplane".into()];
     up.start();
     up.apply(WEB);
     let mut pods = Vec::new();

@@ -34,12 +34,12 @@ pub struct ProxyOptions {
     /// Serve no cluster DNS on this node.
     #[arg(long)]
     pub no_dns: bool,
-    /// Translate Service addresses with the BPF data plane (socket hooks on --bpf-cgroup,
-    /// pins in --bpf-pin-dir, which stay after skiff exits: `skiff proxy reset
-    /// --pin-dir DIR` removes them). Off by default until the end-to-end tests that start
-    /// `skiff up` clean its pins up.
+    /// Do not translate Service addresses with the BPF data plane. By default the proxy
+    /// does (socket hooks on --bpf-cgroup, pins in --bpf-pin-dir, which stay after skiff
+    /// exits so Service traffic outlives a restart: `skiff proxy reset --pin-dir DIR`
+    /// removes them); where BPF cannot be loaded it says so and serves DNS only.
     #[arg(long)]
-    pub bpf_dataplane: bool,
+    pub no_bpf_dataplane: bool,
     /// The cgroup v2 directory the BPF socket programs attach to. On a dedicated node the
     /// cgroup2 root; default: the pods' parent cgroup below skiff's own (never the root of
     /// a shared machine).
@@ -111,7 +111,9 @@ fn pods_cgroup(cgroup_parent: &Path) -> Result<PathBuf> {
 /// still serves DNS, and says so: Service addresses then hit the node's unreachable route.
 fn data_plane(settings: &DataplaneSettings) -> Result<Vec<Box<dyn Consumer>>> {
     if !settings.enabled {
-        tracing::info!("no BPF data plane (--bpf-dataplane): Service addresses are not translated");
+        tracing::info!(
+            "no BPF data plane (--no-bpf-dataplane): Service addresses are not translated"
+        );
         return Ok(Vec::new());
     }
     let addresses = match settings.node_ip {
@@ -160,7 +162,7 @@ pub async fn start(
         dns
     });
     let settings = DataplaneSettings {
-        enabled: options.bpf_dataplane,
+        enabled: !options.no_bpf_dataplane,
         node_name: credentials.node_name.clone(),
         node_ip,
         attach_cgroup: match &options.bpf_cgroup {
