@@ -81,7 +81,7 @@ pub struct ProxyRunArgs {
 /// What the BPF data plane is opened with (issue 8's `Dataplane::open`).
 #[derive(Debug, Clone)]
 pub struct DataplaneSettings {
-    /// `--bpf-dataplane`
+    /// Not `--no-bpf-dataplane`.
     pub enabled: bool,
     pub node_name: String,
     pub node_ip: Option<IpAddr>,
