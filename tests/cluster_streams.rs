@@ -14,7 +14,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use kubectl::{Forward, KUBECTL_1_29, KUBECTL_1_33, Kubectl, PATIENCE};
@@ -161,42 +161,11 @@ fn logs(k: &Kubectl) {
 fn exec(k: &Kubectl, pod: &str) -> f64 {
     kubectl::exec_exit_codes(k, pod);
     let rate = kubectl::exec_pipes_through_cat(k, pod, 10);
-    exec_tty_with_resize(k, pod);
-    rate
-}
-
-/// `kubectl exec -it` under a pseudo-terminal of 80x24 that `ptyrun.py` resizes to 100x30:
-/// `stty size` in the container sees both.
-fn exec_tty_with_resize(k: &Kubectl, pod: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/streams/ptyrun.py");
+    // `stty size` in the container sees the terminal's size, then the new one.
     let shell = "while :; do s=$(stty size); echo \"size ${s#* }x${s% *}\"; \
                  read -t 1 -n 1 c && exit 0; done";
-    let mut cmd = Command::new("python3");
-    cmd.arg(script)
-        .arg(&k.binary)
-        .arg("--kubeconfig")
-        .arg(&k.kubeconfig)
-        .args(["exec", "-it", pod, "--", "sh", "-c", shell]);
-    for (key, value) in &k.env {
-        cmd.env(key, value);
-    }
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 ptyrun.py");
-    let out = kubectl::wait_output(child, PATIENCE, "kubectl exec -it under a pty");
-    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{shown}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        shown.contains("size 80x24") && shown.contains("size 100x30"),
-        "{shown}"
-    );
+    kubectl::exec_tty_with_resize(k, pod, &["sh", "-c", shell]);
+    rate
 }
 
 /// `kubectl attach -i`: the container's output, and stdin reaching it (`stdinOnce`: the

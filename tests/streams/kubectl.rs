@@ -154,6 +154,36 @@ pub fn exec_exit_codes(k: &Kubectl, pod: &str) {
     );
 }
 
+/// `kubectl exec -it POD -- COMMAND…` under a pseudo-terminal of 80x24 that `ptyrun.py`
+/// resizes to 100x30 once the command has shown the first size: the command must print
+/// `size COLSxROWS` for each size it sees and end on a typed `q`. Both sizes must show, and
+/// kubectl must exit 0.
+pub fn exec_tty_with_resize(k: &Kubectl, pod: &str, command: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/streams/ptyrun.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .arg(&k.binary)
+        .arg("--kubeconfig")
+        .arg(&k.kubeconfig)
+        .args(["exec", "-it", pod, "--"])
+        .args(command);
+    for (key, value) in &k.env {
+        cmd.env(key, value);
+    }
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 ptyrun.py");
+    let out = wait_output(child, PATIENCE, "kubectl exec -it under a pty");
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}{}", text(&out.stderr));
+    assert!(
+        shown.contains("size 80x24") && shown.contains("size 100x30"),
+        "{shown}"
+    );
+}
+
 /// Deterministic bytes that do not compress to nothing.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

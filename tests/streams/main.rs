@@ -12,7 +12,7 @@ mod node;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -184,36 +184,11 @@ fn http_server() -> u16 {
     port
 }
 
-/// `kubectl exec -it POD -- tty-sizes` under a pseudo-terminal that is resized once.
+/// `kubectl exec -it POD -- tty-sizes` under a pseudo-terminal that is resized once; the
+/// node saw both sizes as resize frames.
 fn exec_tty_with_resize(k: &Kubectl, node: &FakeNode, pod: &str) {
     node.seen.resizes.lock().unwrap().clear();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/streams/ptyrun.py");
-    let mut cmd = Command::new("python3");
-    cmd.arg(script)
-        .arg(&k.binary)
-        .arg("--kubeconfig")
-        .arg(&k.kubeconfig)
-        .args(["exec", "-it", pod, "--", "tty-sizes"]);
-    for (key, value) in &k.env {
-        cmd.env(key, value);
-    }
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 ptyrun.py");
-    let out = kubectl::wait_output(child, PATIENCE, "kubectl exec -it under a pty");
-    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{shown}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        shown.contains("size 80x24") && shown.contains("size 100x30"),
-        "{shown}"
-    );
+    kubectl::exec_tty_with_resize(k, pod, &["tty-sizes"]);
     let resizes = node.seen.resizes.lock().unwrap().clone();
     assert!(
         resizes.contains(&(80, 24)) && resizes.contains(&(100, 30)),
