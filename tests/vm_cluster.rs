@@ -6,9 +6,8 @@
 //! both nodes Ready, a Deployment pinned to the worker Running there, its Service's
 //! endpoints, and an HTTP request from the control-plane guest (a hostNetwork pod there,
 //! whose memory limit only cgroup v2 can show) crossing the link to the pod on the worker
-//! (the nodes route each other's PodCIDRs, host-gw). Set `SKIFF_VM_SERVICE=1` to also
-//! request the Service's ClusterIP from the control-plane node once the eBPF proxy
-//! translates it on nodes.
+//! (the nodes route each other's PodCIDRs, host-gw), then the same through the Service's
+//! ClusterIP, which the control-plane node's eBPF data plane translates to that pod.
 //!
 //! Needs root, qemu-system-x86_64, busybox, openssl, python3, ss and kubectl 1.33; skips
 //! without them, fails under `CI`. By hand: `cargo test --test vm_cluster -- --nocapture`.
@@ -293,17 +292,15 @@ fn a_deployment_runs_on_the_worker_of_a_two_guest_cluster() {
         ),
         "a check that cannot fail"
     );
-    if std::env::var_os("SKIFF_VM_SERVICE").is_some() {
-        let cluster_ip = cluster.jsonpath(&["service", "web"], "{.spec.clusterIP}");
-        assert!(
-            cluster.run_on(
-                "probe-service",
-                CONTROL_PLANE,
-                &http_get(&cluster_ip, 80, &pod)
-            ),
-            "GET http://{cluster_ip}/ from {CONTROL_PLANE} did not reach {pod}"
-        );
-    }
+    let cluster_ip = cluster.jsonpath(&["service", "web"], "{.spec.clusterIP}");
+    assert!(
+        cluster.run_on(
+            "probe-service",
+            CONTROL_PLANE,
+            &http_get(&cluster_ip, 80, &pod)
+        ),
+        "GET http://{cluster_ip}/ from {CONTROL_PLANE} did not reach {pod}"
+    );
     let requested = begin.elapsed();
 
     let runner = cluster.runner.take().expect("the runner");
