@@ -186,6 +186,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         node_listen: args.node_listen,
         join_token: args.join_token.clone(),
         loadbalancer_pool: args.loadbalancer_pool,
+        lifecycle: Default::default(),
     };
     let plane = ControlPlane::start(&plane_args).await?;
     let node_name = args.node.node_name.clone().unwrap_or_else(host_name);
