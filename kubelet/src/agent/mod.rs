@@ -115,8 +115,9 @@ impl Shared {
     }
 }
 
-/// The address this machine uses toward `server` (no packet is sent).
-fn route_source(server: &str) -> Option<IpAddr> {
+/// The address this machine uses toward `server` (no packet is sent): a node's address
+/// when none is configured.
+pub fn route_source(server: &str) -> Option<IpAddr> {
     let addr = std::net::ToSocketAddrs::to_socket_addrs(skiff_api::dial::authority(server))
         .ok()?
         .next()?;
