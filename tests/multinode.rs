@@ -1,0 +1,370 @@
+//! End to end, issue 9's multi-node suite: a control plane and three `skiff kubelet` nodes,
+//! each in a network namespace of its own on this machine, joined by a bridge in the LAN
+//! namespace with an outside host (`tests/support/multinode.rs`), driven by the real
+//! kubectl 1.33.
+//!
+//! - A web Deployment (5 replicas, RollingUpdate maxSurge 1 / maxUnavailable 0) spreads over
+//!   the three nodes; pods reach pods on other nodes; the ClusterIP answers from every node
+//!   and every pod, the NodePort from every node and from the outside host; Service names
+//!   resolve on every node and in every pod.
+//! - A rolling update under a steady request loop through the ClusterIP (node a) and the
+//!   NodePort (from the outside host): no request fails.
+//! - The control plane `kill -9`ed and restarted: no object lost, nodes and pods untouched,
+//!   Service traffic goes on meanwhile.
+//! - A node lost (kubelet killed, uplink down): NotReady after the grace period, its pods
+//!   replaced on the others after the eviction timeout, Service traffic recovers.
+//! - Two API servers on a 3-member etcd cluster: one API server `kill -9`ed (the other
+//!   serves everything), one etcd member killed (the cluster keeps working).
+//!
+//! The tests run one at a time (each brings up its own cluster; two at once overload a
+//! 2-core machine and blur the timings). Needs root, `ip`, `nsenter`, python3, busybox,
+//! kubectl 1.33 and (for the last) Debian's etcd.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::cleanup::wait_for;
+use support::multinode::{CP1, Cluster, ready};
+
+/// One cluster at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const NODE_PORT: u16 = 30080;
+
+/// The web Deployment at `version`: busybox httpd whose page names the pod and version;
+/// Ready once it serves (readiness probe); on deletion it keeps serving 2 s (preStop) so
+/// that every node's proxy has dropped it before it stops.
+fn web(version: u32) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 5
+  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: httpd
+        image: skiff.test/busybox:latest
+        imagePullPolicy: IfNotPresent
+        env: [{{name: VERSION, value: "v{version}"}}]
+        command: ["sh", "-c", "mkdir -p /www; echo $(hostname) $VERSION > /www/index.html; exec httpd -f -p 8080 -h /www"]
+        readinessProbe: {{httpGet: {{path: /index.html, port: 8080}}, periodSeconds: 1}}
+        lifecycle: {{preStop: {{sleep: {{seconds: 2}}}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080, nodePort: {NODE_PORT}}}]
+"#
+    )
+}
+
+/// A web pod as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WebPod {
+    name: String,
+    uid: String,
+    node: String,
+    ip: String,
+    running: bool,
+    ready: bool,
+    deleting: bool,
+    restarts: i64,
+    started: String,
+}
+
+fn web_pods(c: &Cluster) -> Vec<WebPod> {
+    let (ok, out, _) = c.kubectl(&["get", "pods", "-l", "app=web", "-o", "json"]);
+    if !ok {
+        return Vec::new();
+    }
+    let list: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|p| {
+                    let conditions = p["status"]["conditions"].as_array();
+                    let ready = conditions.is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    });
+                    let container = &p["status"]["containerStatuses"][0];
+                    WebPod {
+                        name: s(&p["metadata"]["name"]),
+                        uid: s(&p["metadata"]["uid"]),
+                        node: s(&p["spec"]["nodeName"]),
+                        ip: s(&p["status"]["podIP"]),
+                        running: p["status"]["phase"] == "Running",
+                        ready,
+                        deleting: !p["metadata"]["deletionTimestamp"].is_null(),
+                        restarts: container["restartCount"].as_i64().unwrap_or(-1),
+                        started: s(&container["state"]["running"]["startedAt"]),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits for `n` web pods Running and Ready (none terminating) on `nodes`; returns them.
+fn wait_web(c: &Cluster, n: usize, nodes: &[&str], timeout: Duration) -> Vec<WebPod> {
+    let mut pods = Vec::new();
+    wait_for(&format!("{n} ready web pods"), timeout, || {
+        pods = web_pods(c);
+        pods.len() == n
+            && pods
+                .iter()
+                .all(|p| p.running && p.ready && !p.deleting && nodes.contains(&p.node.as_str()))
+    });
+    pods
+}
+
+/// Starts the cluster of the first tests: a control plane, nodes a, b, c and an outside
+/// host `ext`, with the web Deployment and its NodePort Service serving.
+fn three_nodes(apiserver_args: &[&str]) -> Option<(Cluster, Vec<WebPod>, String)> {
+    let mut c = ready(&["a", "b", "c"])?;
+    c.add_host("ext");
+    c.apiserver_args = apiserver_args.iter().map(|s| s.to_string()).collect();
+    let started = Instant::now();
+    c.start_control_plane(CP1);
+    for node in ["a", "b", "c"] {
+        c.start_node(node, CP1);
+    }
+    c.wait_ready(&["a", "b", "c"], Duration::from_secs(60));
+    eprintln!("cluster up in {:.1}s", started.elapsed().as_secs_f64());
+    c.apply(&web(1));
+    let pods = wait_web(&c, 5, &["a", "b", "c"], Duration::from_secs(90));
+    let cluster_ip = c.jsonpath(&["svc", "web"], "{.spec.clusterIP}");
+    assert!(!cluster_ip.is_empty());
+    // Every node's proxy has the Service with its endpoints.
+    for node in ["a", "b", "c"] {
+        wait_for(
+            &format!("the ClusterIP from node {node}"),
+            Duration::from_secs(30),
+            || {
+                c.http_get(node, &format!("http://{cluster_ip}/index.html"))
+                    .is_some()
+            },
+        );
+    }
+    Some((c, pods, cluster_ip))
+}
+
+/// A python request loop: GET `url` (a new connection each time) every 20 ms until the file
+/// `stop` exists, then one JSON line: `{"ok": N, "failed": [...], "seen": {page: count}}`.
+const LOOP: &str = r#"
+import json, os, sys, time, urllib.request
+url, stop = sys.argv[1], sys.argv[2]
+ok, failed, seen = 0, [], {}
+while not os.path.exists(stop):
+    t = time.time()
+    try:
+        page = urllib.request.urlopen(url, timeout=3).read().decode().strip()
+        ok += 1
+        seen[page] = seen.get(page, 0) + 1
+    except Exception as e:
+        failed.append("%.3f %s" % (t, e))
+    time.sleep(0.02)
+print(json.dumps({"ok": ok, "failed": failed, "seen": seen}))
+"#;
+
+struct Loop {
+    name: String,
+    stop: std::path::PathBuf,
+}
+
+fn start_loop(c: &mut Cluster, name: &str, who: &str, url: &str) -> Loop {
+    let script = c.dir.path().join("loop.py");
+    std::fs::write(&script, LOOP).expect("loop script");
+    let stop = c.dir.path().join(format!("{name}.stop"));
+    c.background(
+        name,
+        who,
+        &format!("exec python3 {} {url} {}", script.display(), stop.display()),
+    );
+    Loop {
+        name: name.to_owned(),
+        stop,
+    }
+}
+
+/// Stops a loop; returns (requests that succeeded, failures, pages seen).
+fn stop_loop(c: &mut Cluster, l: Loop) -> (u64, Vec<String>, BTreeMap<String, u64>) {
+    std::fs::write(&l.stop, "").expect("stop file");
+    let log = c.finish(&l.name, Duration::from_secs(10));
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("loop {} printed no result: {log}", l.name));
+    let v: Value = serde_json::from_str(line).expect("loop result");
+    let failed = v["failed"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f.as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let seen = v["seen"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    (v["ok"].as_u64().unwrap_or(0), failed, seen)
+}
+
+/// The page a web pod serves.
+fn page(pod: &WebPod, version: u32) -> String {
+    format!("{} v{version}", pod.name)
+}
+
+#[test]
+fn a_deployment_over_three_nodes_is_served_everywhere_and_rolls_without_a_failed_request() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((mut c, pods, cluster_ip)) = three_nodes(&[]) else {
+        return;
+    };
+    let nodes: BTreeSet<&str> = pods.iter().map(|p| p.node.as_str()).collect();
+    assert_eq!(nodes.len(), 3, "5 replicas spread over 3 nodes: {pods:?}");
+    let pages: BTreeSet<String> = pods.iter().map(|p| page(p, 1)).collect();
+
+    // Pod to pod across nodes, and the Service by address and by name, from a pod on each
+    // node (pods resolve through their node's cluster DNS).
+    let one_per_node: Vec<&WebPod> = ["a", "b", "c"]
+        .iter()
+        .map(|n| pods.iter().find(|p| p.node == *n).expect("a pod per node"))
+        .collect();
+    for from in &one_per_node {
+        let others: Vec<&&WebPod> = one_per_node
+            .iter()
+            .filter(|p| p.node != from.node)
+            .collect();
+        let urls: Vec<String> = others
+            .iter()
+            .map(|p| format!("http://{}:8080/index.html", p.ip))
+            .chain([
+                format!("http://{cluster_ip}/index.html"),
+                "http://web/index.html".to_owned(),
+                "http://web.default.svc.cluster.local/index.html".to_owned(),
+            ])
+            .collect();
+        let script = format!(
+            "for u in {}; do wget -q -O - $u || echo FAILED $u; done",
+            urls.join(" ")
+        );
+        let out = c.kubectl_ok(&["exec", &from.name, "--", "sh", "-c", &script]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5, "from {} on {}: {out}", from.name, from.node);
+        for (line, p) in lines.iter().zip(&others) {
+            assert_eq!(*line, page(p, 1), "{} → {} across nodes", from.name, p.name);
+        }
+        for line in &lines[2..] {
+            assert!(
+                pages.contains(*line),
+                "{} through the Service: {out}",
+                from.name
+            );
+        }
+    }
+
+    // The ClusterIP and every node's NodePort from every node; the NodePorts from the
+    // outside host (the tc path on each node's uplink); Service names on every node.
+    let node_ports: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|n| format!("http://{}:{NODE_PORT}/index.html", c.node_ip(n)))
+        .collect();
+    for who in ["a", "b", "c", "ext"] {
+        let mut urls = node_ports.clone();
+        if who != "ext" {
+            urls.push(format!("http://{cluster_ip}/index.html"));
+        }
+        for url in &urls {
+            for _ in 0..3 {
+                let got = c.http_get(who, url);
+                assert!(
+                    got.as_ref().is_some_and(|g| pages.contains(g.trim())),
+                    "{url} from {who}: {got:?}"
+                );
+            }
+        }
+        if who != "ext" {
+            let out = c.sh(
+                who,
+                "busybox nslookup web.default.svc.cluster.local 10.96.0.10",
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains(&cluster_ip), "DNS on node {who}: {text}");
+        }
+    }
+
+    // A rolling update under steady traffic through the ClusterIP (from node a, socket
+    // path) and the NodePort (from the outside host to node b, tc path).
+    let via_cluster_ip = start_loop(
+        &mut c,
+        "loop-clusterip",
+        "a",
+        &format!("http://{cluster_ip}/index.html"),
+    );
+    let node_b = format!("http://{}:{NODE_PORT}/index.html", c.node_ip("b"));
+    let via_node_port = start_loop(&mut c, "loop-nodeport", "ext", &node_b);
+    std::thread::sleep(Duration::from_secs(2));
+    let rolled = Instant::now();
+    c.apply(&web(2));
+    c.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    // Done when five new pods serve and every old one is gone (its preStop and stop over).
+    let old: BTreeSet<String> = pods.iter().map(|p| p.uid.clone()).collect();
+    let mut now = Vec::new();
+    wait_for("the rollout to finish", Duration::from_secs(120), || {
+        now = web_pods(&c);
+        now.len() == 5
+            && now
+                .iter()
+                .all(|p| p.ready && !p.deleting && !old.contains(&p.uid))
+    });
+    let rollout = rolled.elapsed();
+    let pods = now;
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok_ip, failed_ip, seen_ip) = stop_loop(&mut c, via_cluster_ip);
+    let (ok_np, failed_np, seen_np) = stop_loop(&mut c, via_node_port);
+    eprintln!(
+        "FIGURE rolling update ({:.1}s): ClusterIP from node a {} requests, {} failed; \
+         NodePort from the outside host {} requests, {} failed",
+        rollout.as_secs_f64(),
+        ok_ip + failed_ip.len() as u64,
+        failed_ip.len(),
+        ok_np + failed_np.len() as u64,
+        failed_np.len()
+    );
+    let new_pages: BTreeSet<String> = pods.iter().map(|p| page(p, 2)).collect();
+    for (what, ok, failed, seen) in [
+        ("ClusterIP", ok_ip, &failed_ip, &seen_ip),
+        ("NodePort", ok_np, &failed_np, &seen_np),
+    ] {
+        assert!(failed.is_empty(), "{what}: failed requests {failed:?}");
+        assert!(ok > 100, "{what}: {ok} requests");
+        assert!(
+            seen.keys().any(|p| new_pages.contains(p)) && seen.keys().any(|p| pages.contains(p)),
+            "{what} saw both versions: {seen:?}"
+        );
+    }
+}
