@@ -122,15 +122,16 @@ fn web_pods(c: &Cluster) -> Vec<WebPod> {
         .unwrap_or_default()
 }
 
-/// Waits for `n` web pods Running and Ready (none terminating) on `nodes`; returns them.
+/// Waits for `n` web pods Running and Ready on `nodes`, not counting terminating ones;
+/// returns them.
 fn wait_web(c: &Cluster, n: usize, nodes: &[&str], timeout: Duration) -> Vec<WebPod> {
     let mut pods = Vec::new();
-    wait_for(&format!("{n} ready web pods"), timeout, || {
-        pods = web_pods(c);
+    wait_for(&format!("{n} ready web pods on {nodes:?}"), timeout, || {
+        pods = web_pods(c).into_iter().filter(|p| !p.deleting).collect();
         pods.len() == n
             && pods
                 .iter()
-                .all(|p| p.running && p.ready && !p.deleting && nodes.contains(&p.node.as_str()))
+                .all(|p| p.running && p.ready && nodes.contains(&p.node.as_str()))
     });
     pods
 }
@@ -365,6 +366,152 @@ fn a_deployment_over_three_nodes_is_served_everywhere_and_rolls_without_a_failed
         assert!(
             seen.keys().any(|p| new_pages.contains(p)) && seen.keys().any(|p| pages.contains(p)),
             "{what} saw both versions: {seen:?}"
+        );
+    }
+}
+
+/// Every object of the kinds a cluster keeps, as `kind namespace/name uid`.
+fn objects(c: &Cluster) -> BTreeSet<String> {
+    let out = c.kubectl_ok(&[
+        "get",
+        "nodes,namespaces,deployments,replicasets,pods,services,endpointslices,configmaps,secrets,serviceaccounts,leases",
+        "-A",
+        "-o",
+        "json",
+    ]);
+    let list: Value = serde_json::from_str(&out).expect("a list");
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {}/{} {}",
+                o["kind"].as_str().unwrap_or(""),
+                o["metadata"]["namespace"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or(""),
+                o["metadata"]["uid"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// Node lifecycle settings of the node-loss test: heartbeats every second, NotReady after
+/// 5 s of silence, pods evicted 2 s later.
+const HEARTBEAT: &str = "1s";
+const GRACE: Duration = Duration::from_secs(5);
+const EVICTION: Duration = Duration::from_secs(2);
+
+#[test]
+fn a_killed_control_plane_loses_nothing_and_a_lost_nodes_pods_are_replaced() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let grace = format!("{}s", GRACE.as_secs());
+    let eviction = format!("{}s", EVICTION.as_secs());
+    let Some((mut c, pods, cluster_ip)) = three_nodes(&[
+        "--node-heartbeat-interval",
+        HEARTBEAT,
+        "--node-monitor-grace-period",
+        &grace,
+        "--pod-eviction-timeout",
+        &eviction,
+    ]) else {
+        return;
+    };
+    let service = format!("http://{cluster_ip}/index.html");
+
+    // kill -9 of the control plane (embedded store) and a restart on the same data dir.
+    c.kubectl_ok(&["create", "configmap", "last-write", "--from-literal=k=v"]);
+    let before = objects(&c);
+    let traffic = start_loop(&mut c, "loop-outage", "a", &service);
+    std::thread::sleep(Duration::from_secs(1));
+    c.kill9(CP1.name);
+    // Down for longer than the grace period: every Lease is older than the grace when the
+    // control plane comes back.
+    std::thread::sleep(GRACE + Duration::from_secs(1));
+    let restarted = Instant::now();
+    c.start_control_plane(CP1);
+    c.wait_ready(&["a", "b", "c"], Duration::from_secs(30));
+    eprintln!(
+        "control plane answered and all nodes Ready {:.1}s after its restart",
+        restarted.elapsed().as_secs_f64()
+    );
+    let (ok, failed, _) = stop_loop(&mut c, traffic);
+    assert!(
+        failed.is_empty() && ok > 20,
+        "Service traffic goes on without the control plane: {ok} ok, failed {failed:?}"
+    );
+    let after = objects(&c);
+    let lost: Vec<&String> = before.difference(&after).collect();
+    assert!(lost.is_empty(), "objects lost across kill -9: {lost:?}");
+    let now = wait_web(&c, 5, &["a", "b", "c"], Duration::from_secs(30));
+    assert_eq!(
+        now, pods,
+        "pods untouched (uid, node, IP, restarts, start time)"
+    );
+    // The restarted controllers give every node a whole grace period and the nodes redial
+    // within a heartbeat interval: none went NotReady.
+    std::thread::sleep(GRACE);
+    for node in ["a", "b", "c"] {
+        let taints = c.jsonpath(&["node", node], "{.spec.taints}");
+        assert!(taints.is_empty(), "node {node}: {taints}");
+    }
+
+    // Node c lost: its kubelet killed and its uplink down (its pods keep running, cut off).
+    let on_c: Vec<&WebPod> = pods.iter().filter(|p| p.node == "c").collect();
+    assert!(!on_c.is_empty());
+    let lost_at = Instant::now();
+    c.kill9("c");
+    c.set_link("c", false);
+    let mut not_ready = None;
+    let mut replaced = Vec::new();
+    wait_for(
+        "the lost node's pods replaced on a and b",
+        GRACE + EVICTION + Duration::from_secs(30),
+        || {
+            if not_ready.is_none() && c.node_ready("c") == "Unknown" {
+                not_ready = Some(lost_at.elapsed());
+            }
+            replaced = web_pods(&c)
+                .into_iter()
+                .filter(|p| !p.deleting && p.running && p.node != "c")
+                .collect();
+            replaced.len() == 5
+        },
+    );
+    let replaced_in = lost_at.elapsed();
+    let not_ready = not_ready.unwrap_or(replaced_in);
+    eprintln!(
+        "FIGURE node loss: NotReady after {:.1}s, all {} replacement pods Running after {:.1}s \
+         (heartbeat {HEARTBEAT}, grace {grace}, eviction {eviction}: eviction timeout {}s)",
+        not_ready.as_secs_f64(),
+        on_c.len(),
+        replaced_in.as_secs_f64(),
+        (GRACE + EVICTION).as_secs()
+    );
+    // Silence counts from the last heartbeat seen, an interval or two before the loss.
+    assert!(
+        not_ready >= GRACE - Duration::from_secs(2),
+        "not NotReady before the grace: {not_ready:?}"
+    );
+    assert!(
+        replaced_in <= GRACE + EVICTION + Duration::from_secs(6),
+        "replacements Running within the eviction timeout and a few seconds: {replaced_in:?}"
+    );
+    // Service traffic recovers: every request through the ClusterIP from a and b and the
+    // NodePort from outside lands on a live pod.
+    let live = wait_web(&c, 5, &["a", "b"], Duration::from_secs(30));
+    let pages: BTreeSet<String> = live.iter().map(|p| page(p, 1)).collect();
+    let node_port = format!("http://{}:{NODE_PORT}/index.html", c.node_ip("a"));
+    for (who, url) in [("a", &service), ("b", &service), ("ext", &node_port)] {
+        wait_for(
+            &format!("{url} from {who} to reach only live pods"),
+            Duration::from_secs(20),
+            || {
+                (0..10).all(|_| {
+                    c.http_get(who, url)
+                        .is_some_and(|g| pages.contains(g.trim()))
+                })
+            },
         );
     }
 }

@@ -428,8 +428,12 @@ impl Cluster {
     /// SIGTERM, then SIGKILL after 10 s.
     pub fn stop(&mut self, name: &str) {
         if let Some(mut child) = self.procs.remove(name) {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
+                .stderr(Stdio::null())
                 .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
