@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::cleanup::wait_for;
-use support::multinode::{CP1, Cluster, ready};
+use support::multinode::{CP1, CP2, Cluster, ready};
 
 /// One cluster at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -512,6 +512,149 @@ fn a_killed_control_plane_loses_nothing_and_a_lost_nodes_pods_are_replaced() {
                         .is_some_and(|g| pages.contains(g.trim()))
                 })
             },
+        );
+    }
+}
+
+/// The name of the etcd member that leads, asked of each member through etcd's HTTP
+/// gateway (`/v3/maintenance/status`).
+fn etcd_leader(c: &Cluster) -> String {
+    let script = r#"
+import json, sys, urllib.request
+ids = {}
+leader = None
+for i, url in enumerate(sys.argv[1:]):
+    try:
+        s = json.load(urllib.request.urlopen(urllib.request.Request(url + "/v3/maintenance/status", data=b"{}"), timeout=2))
+    except Exception:
+        continue
+    ids[s["header"]["member_id"]] = "etcd%d" % i
+    leader = s.get("leader", leader)
+print(ids.get(leader, ""))
+"#;
+    let out = c
+        .in_netns("lan", "python3")
+        .arg("-c")
+        .arg(script)
+        .args(&c.etcd)
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn two_api_servers_on_a_three_member_etcd_survive_a_killed_api_server_and_etcd_member() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(mut c) = ready(&["a", "b"]) else {
+        return;
+    };
+    if c.start_etcd(3).is_none() {
+        return;
+    }
+    c.start_control_plane(CP1);
+    c.start_control_plane(CP2);
+    // Node a dials the first API server, node b the second.
+    c.start_node("a", CP1);
+    c.start_node("b", CP2);
+    c.wait_ready(&["a", "b"], Duration::from_secs(60));
+    c.apply(&web(1));
+    let pods = wait_web(&c, 5, &["a", "b"], Duration::from_secs(90));
+    let cluster_ip = c.jsonpath(&["svc", "web"], "{.spec.clusterIP}");
+    let service = format!("http://{cluster_ip}/index.html");
+    c.kubectl_ok(&["create", "configmap", "before-kill", "--from-literal=k=v"]);
+    let before = objects(&c);
+    c.kubectl_cp = CP2;
+    let seen_by_cp2 = objects(&c);
+    let missing: Vec<&String> = before.difference(&seen_by_cp2).collect();
+    assert!(missing.is_empty(), "one store behind both: {missing:?}");
+
+    // kill -9 of the first API server: the second serves every object and takes writes;
+    // Service traffic goes on on both nodes.
+    c.kill9(CP1.name);
+    let after = objects(&c);
+    let lost: Vec<&String> = before.difference(&after).collect();
+    assert!(lost.is_empty(), "objects lost with an API server: {lost:?}");
+    c.kubectl_ok(&[
+        "create",
+        "configmap",
+        "while-one-is-down",
+        "--from-literal=k=v",
+    ]);
+    for node in ["a", "b"] {
+        assert!(
+            c.http_get(node, &service).is_some(),
+            "the Service from {node}"
+        );
+    }
+    c.start_control_plane(CP1);
+    c.kubectl_cp = CP1;
+    c.wait_ready(&["a", "b"], Duration::from_secs(30));
+    let after = objects(&c);
+    let lost: Vec<&String> = before.difference(&after).collect();
+    assert!(lost.is_empty(), "objects lost across the restart: {lost:?}");
+    c.kubectl_ok(&["get", "configmap", "while-one-is-down"]);
+    let now = wait_web(&c, 5, &["a", "b"], Duration::from_secs(30));
+    assert_eq!(
+        now, pods,
+        "pods untouched (uid, node, IP, restarts, start time)"
+    );
+
+    // One etcd member killed (the leader, the harder case): both API servers keep
+    // reading, writing and watching — a scale-up runs on both nodes.
+    let leader = etcd_leader(&c);
+    assert!(leader.starts_with("etcd"), "an etcd leader: {leader:?}");
+    c.kill9(&leader);
+    let member_lost = Instant::now();
+    for cp in [CP1, CP2] {
+        c.kubectl_cp = cp;
+        wait_for(
+            &format!("a write through {} without {leader}", cp.name),
+            Duration::from_secs(30),
+            || {
+                c.kubectl(&[
+                    "create",
+                    "configmap",
+                    &format!("after-{leader}-via-{}", cp.name),
+                    "--from-literal=k=v",
+                ])
+                .0
+            },
+        );
+    }
+    eprintln!(
+        "FIGURE etcd: writes through both API servers {:.1}s after killing the leader {leader}",
+        member_lost.elapsed().as_secs_f64()
+    );
+    c.kubectl_ok(&["scale", "deployment/web", "--replicas=7"]);
+    wait_web(&c, 7, &["a", "b"], Duration::from_secs(60));
+    // A pod for each node, each watched through its own API server.
+    for node in ["a", "b"] {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: after-{node}}}\nspec:\n  nodeName: {node}\n  \
+             containers:\n  - {{name: c, image: skiff.test/busybox:latest, imagePullPolicy: IfNotPresent, \
+             command: [sleep, '3600']}}\n"
+        ));
+    }
+    wait_for(
+        "a new pod running on each node",
+        Duration::from_secs(60),
+        || {
+            ["a", "b"].iter().all(|n| {
+                c.jsonpath(&["pod", &format!("after-{n}")], "{.status.phase}") == "Running"
+            })
+        },
+    );
+    let after = objects(&c);
+    let lost: Vec<&String> = before.difference(&after).collect();
+    assert!(
+        lost.is_empty(),
+        "objects lost with an etcd member: {lost:?}"
+    );
+    for node in ["a", "b"] {
+        assert_eq!(c.node_ready(node), "True");
+        assert!(
+            c.http_get(node, &service).is_some(),
+            "the Service from {node}"
         );
     }
 }
