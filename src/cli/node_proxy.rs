@@ -167,15 +167,29 @@ fn data_plane(settings: &DataplaneSettings) -> Result<Vec<Box<dyn Consumer>>> {
     config.pin_dir = settings.pin_dir.clone();
     config.cgroup = Some(settings.attach_cgroup.clone());
     config.uplink = settings.uplink.clone();
-    let opened = std::fs::create_dir_all(&settings.attach_cgroup)
-        .with_context(|| format!("creating {}", settings.attach_cgroup.display()))
-        .and_then(|()| Dataplane::open(config).context("opening the BPF data plane"));
+    let open = |config: DataplaneConfig| {
+        std::fs::create_dir_all(&settings.attach_cgroup)
+            .with_context(|| format!("creating {}", settings.attach_cgroup.display()))
+            .and_then(|()| Dataplane::open(config).context("opening the BPF data plane"))
+    };
+    // The tc path needs more of the kernel (TCX links, 6.6) than the socket hooks: without
+    // it the node still translates Service addresses for its own processes and pods.
+    let opened = match open(config.clone()) {
+        Err(e) if config.uplink.is_some() => {
+            tracing::warn!(
+                uplink = config.uplink.as_deref().unwrap_or_default(),
+                "{e:#}: no tc path, NodePorts are served to this node's own processes and pods only"
+            );
+            config.uplink = None;
+            open(config)
+        }
+        other => other,
+    };
     match opened {
         Ok(dataplane) => Ok(vec![Box::new(dataplane)]),
         Err(e) => {
             tracing::warn!(
                 attach_cgroup = %settings.attach_cgroup.display(),
-                uplink = settings.uplink.as_deref().unwrap_or("none"),
                 pin_dir = %settings.pin_dir.display(),
                 "{e:#}: Service addresses are not translated on this node"
             );

@@ -400,6 +400,13 @@ impl Cluster {
         self.spawn(node, node, env!("CARGO_BIN_EXE_skiff"), &args);
     }
 
+    /// Starts a stopped or killed node again, dialling the control plane it dialled before
+    /// (it keeps its certificate, pods and pins: a restart adopts them).
+    pub fn restart_node(&mut self, node: &str) {
+        let cp = *self.dials.get(node).expect("a node started before");
+        self.start_node(node, cp);
+    }
+
     /// Waits until every node named is Ready.
     pub fn wait_ready(&self, nodes: &[&str], timeout: Duration) {
         wait_for(&format!("nodes {nodes:?} Ready"), timeout, || {
