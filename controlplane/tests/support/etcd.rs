@@ -1,4 +1,7 @@
-//! Starts a real etcd on 127.0.0.1 for a test and stops it (also on panic) when dropped.
+//! Starts a real etcd on 127.0.0.1 for a test (one server, or a cluster of members) and
+//! stops it (also on panic) when dropped.
+// Each test binary uses a part of these fixtures.
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
