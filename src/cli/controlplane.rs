@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -45,6 +46,96 @@ pub struct ApiServerArgs {
     /// for 24 hours from each start; without it one is generated. Written to DATA_DIR/join-token.
     #[arg(long, env = "SKIFF_JOIN_TOKEN", hide_env_values = true, value_parser = parse_join_token)]
     pub join_token: Option<String>,
+    #[command(flatten)]
+    pub lifecycle: NodeLifecycleArgs,
+}
+
+/// How quickly a silent node is given up on (kube-controller-manager's and kube-apiserver's
+/// settings of the same meaning).
+#[derive(Debug, Clone, Args)]
+pub struct NodeLifecycleArgs {
+    /// How often nodes renew their Lease (whole seconds, well below the grace period).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub node_heartbeat_interval: Duration,
+    /// A node whose heartbeat has not moved for this long is NotReady (`Ready=Unknown`),
+    /// tainted unreachable, and its pods are taken out of Services
+    /// (`--node-monitor-grace-period`).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// How long pods stay on an unreachable node before they are evicted and replaced
+    /// elsewhere, unless they tolerate the taint for a time of their own
+    /// (`--default-unreachable-toleration-seconds`).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub pod_eviction_timeout: Duration,
+}
+
+impl Default for NodeLifecycleArgs {
+    fn default() -> Self {
+        NodeLifecycleArgs {
+            node_heartbeat_interval: Duration::from_secs(10),
+            node_monitor_grace_period: Duration::from_secs(40),
+            pod_eviction_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl NodeLifecycleArgs {
+    fn check(&self) -> Result<()> {
+        let beat = self.node_heartbeat_interval;
+        if beat.subsec_nanos() != 0 || beat.is_zero() {
+            anyhow::bail!(
+                "--node-heartbeat-interval {beat:?}: a whole number of seconds, at least 1s"
+            );
+        }
+        if beat * 2 > self.node_monitor_grace_period {
+            anyhow::bail!(
+                "--node-monitor-grace-period {:?} must be at least twice --node-heartbeat-interval {beat:?}, \
+                 or a late heartbeat makes a node NotReady",
+                self.node_monitor_grace_period
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A duration as Kubernetes flags write them: numbers with units, `500ms`, `40s`, `5m`,
+/// `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("{s:?}: expected a number at {rest:?}"));
+        }
+        let n: u64 = rest[..digits].parse().map_err(|e| format!("{s:?}: {e}"))?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let one = match &rest[..unit] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "" => return Err(format!("{s:?}: a unit is needed (ms, s, m, h)")),
+            other => return Err(format!("{s:?}: unknown unit {other:?} (ms, s, m, h)")),
+        };
+        rest = &rest[unit..];
+        let part = u32::try_from(n)
+            .ok()
+            .and_then(|n| one.checked_mul(n))
+            .ok_or_else(|| format!("{s:?}: too long"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("{s:?}: too long"))?;
+    }
+    Ok(total)
 }
 
 /// A `--join-token` value: `[a-z0-9]{6}.[a-z0-9]{16}`.
@@ -64,6 +155,7 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub async fn start(args: &ApiServerArgs) -> Result<ControlPlane> {
+        args.lifecycle.check()?;
         let mut config = ApiServerConfig::new(&args.data_dir);
         config.listen = args.listen;
         config.etcd = args.etcd.clone();
@@ -74,7 +166,8 @@ impl ControlPlane {
         let server = apiserver::start(config)
             .await
             .context("starting the API server")?;
-        let settings = node::NodeSettings::new(args.service_cidr);
+        let mut settings = node::NodeSettings::new(args.service_cidr);
+        settings.heartbeat = args.lifecycle.node_heartbeat_interval;
         node::dns::ensure_service(&server.client(), settings.cluster_dns)
             .await
             .map_err(|e| anyhow::anyhow!("creating the cluster DNS Service: {}", e.message))?;
@@ -100,6 +193,8 @@ impl ControlPlane {
                 leader::Election::new(identity),
                 controllers::Config {
                     loadbalancer_pool: args.loadbalancer_pool,
+                    node_monitor_grace: args.lifecycle.node_monitor_grace_period,
+                    default_toleration: args.lifecycle.pod_eviction_timeout,
                     ..controllers::Config::default()
                 },
             )
@@ -162,4 +257,42 @@ pub async fn run(args: ApiServerArgs) -> Result<()> {
     );
     terminated().await?;
     plane.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_kubernetes_flags_write_them() {
+        let d = |s| parse_duration(s);
+        assert_eq!(d("40s"), Ok(Duration::from_secs(40)));
+        assert_eq!(d("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(d("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(d("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(d("1s500ms"), Ok(Duration::from_millis(1500)));
+        assert!(d("").is_err());
+        assert!(d("40").unwrap_err().contains("a unit is needed"));
+        assert!(d("3d").unwrap_err().contains("unknown unit"));
+        assert!(d("s").unwrap_err().contains("expected a number"));
+        assert!(d("99999999999h").unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn the_grace_must_outlast_two_heartbeats() {
+        let mut l = NodeLifecycleArgs::default();
+        assert!(l.check().is_ok());
+        l.node_heartbeat_interval = Duration::from_secs(1);
+        l.node_monitor_grace_period = Duration::from_secs(2);
+        assert!(l.check().is_ok());
+        l.node_monitor_grace_period = Duration::from_millis(1500);
+        assert!(
+            l.check()
+                .unwrap_err()
+                .to_string()
+                .contains("at least twice")
+        );
+        l.node_heartbeat_interval = Duration::from_millis(500);
+        assert!(l.check().unwrap_err().to_string().contains("whole number"));
+    }
 }

@@ -49,6 +49,12 @@ pub struct ProxyOptions {
     /// default: ROOT/bpf.
     #[arg(long)]
     pub bpf_pin_dir: Option<PathBuf>,
+    /// The interface NodePort, externalIP and LoadBalancer traffic from other hosts arrives
+    /// on: the BPF tc programs go there. Default: the interface holding the node's address
+    /// (none when that is a loopback address); `none`: serve those only to this node's own
+    /// processes and pods.
+    #[arg(long)]
+    pub bpf_uplink: Option<String>,
 }
 
 /// Options of `skiff proxy run`.
@@ -87,6 +93,40 @@ pub struct DataplaneSettings {
     pub node_ip: Option<IpAddr>,
     pub attach_cgroup: PathBuf,
     pub pin_dir: PathBuf,
+    /// The tc attach point (see [`uplink`]).
+    pub uplink: Option<String>,
+}
+
+/// The interface for the tc path: `--bpf-uplink` as given (`none`: no tc path), else the
+/// one `holder` says holds the node's IPv4 address — never for a loopback or unspecified
+/// address, which no other host can send to.
+pub fn uplink(
+    flag: Option<&str>,
+    node_ip: Option<IpAddr>,
+    holder: impl FnOnce(Ipv4Addr) -> Option<String>,
+) -> Option<String> {
+    match (flag, node_ip) {
+        (Some("none"), _) => None,
+        (Some(name), _) => Some(name.to_owned()),
+        (None, Some(IpAddr::V4(ip))) if !ip.is_loopback() && !ip.is_unspecified() => holder(ip),
+        (None, _) => None,
+    }
+}
+
+/// The interface holding `ip` in this process's network namespace (logged when none does
+/// or it cannot be read: the tc path is then off).
+fn interface_holding(ip: Ipv4Addr) -> Option<String> {
+    match skiff_runtime::net::interface_with_address(ip) {
+        Ok(Some(name)) => Some(name),
+        Ok(None) => {
+            tracing::warn!(%ip, "no interface holds the node address: no tc path, NodePorts are served to this node only (--bpf-uplink)");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%ip, error = %e, "finding the interface of the node address: no tc path (--bpf-uplink)");
+            None
+        }
+    }
 }
 
 /// The cgroup the pods run below: `cgroup_parent` under skiff's own cgroup on the cgroup2
@@ -106,9 +146,9 @@ fn pods_cgroup(cgroup_parent: &Path) -> Result<PathBuf> {
 
 /// The data plane consumers for `settings`: the BPF data plane (`skiff_proxy::dataplane`),
 /// socket hooks on `attach_cgroup` (created if missing: it is below skiff's own cgroup),
-/// pins in `pin_dir`. No tc path here (no uplink setting yet): NodePorts are served to the
-/// node's own processes only. When it cannot be opened (no BPF support, not root) the proxy
-/// still serves DNS, and says so: Service addresses then hit the node's unreachable route.
+/// tc programs on `uplink` (NodePorts, externalIPs and LoadBalancer IPs for other hosts),
+/// pins in `pin_dir`. When it cannot be opened (no BPF support, not root) the proxy still
+/// serves DNS, and says so: Service addresses then hit the node's unreachable route.
 fn data_plane(settings: &DataplaneSettings) -> Result<Vec<Box<dyn Consumer>>> {
     if !settings.enabled {
         tracing::info!(
@@ -126,9 +166,25 @@ fn data_plane(settings: &DataplaneSettings) -> Result<Vec<Box<dyn Consumer>>> {
     });
     config.pin_dir = settings.pin_dir.clone();
     config.cgroup = Some(settings.attach_cgroup.clone());
-    let opened = std::fs::create_dir_all(&settings.attach_cgroup)
-        .with_context(|| format!("creating {}", settings.attach_cgroup.display()))
-        .and_then(|()| Dataplane::open(config).context("opening the BPF data plane"));
+    config.uplink = settings.uplink.clone();
+    let open = |config: DataplaneConfig| {
+        std::fs::create_dir_all(&settings.attach_cgroup)
+            .with_context(|| format!("creating {}", settings.attach_cgroup.display()))
+            .and_then(|()| Dataplane::open(config).context("opening the BPF data plane"))
+    };
+    // The tc path needs more of the kernel (TCX links, 6.6) than the socket hooks: without
+    // it the node still translates Service addresses for its own processes and pods.
+    let opened = match open(config.clone()) {
+        Err(e) if config.uplink.is_some() => {
+            tracing::warn!(
+                uplink = config.uplink.as_deref().unwrap_or_default(),
+                "{e:#}: no tc path, NodePorts are served to this node's own processes and pods only"
+            );
+            config.uplink = None;
+            open(config)
+        }
+        other => other,
+    };
     match opened {
         Ok(dataplane) => Ok(vec![Box::new(dataplane)]),
         Err(e) => {
@@ -173,7 +229,15 @@ pub async fn start(
             .bpf_pin_dir
             .clone()
             .unwrap_or_else(|| root.join("bpf")),
+        uplink: if options.no_bpf_dataplane {
+            None
+        } else {
+            uplink(options.bpf_uplink.as_deref(), node_ip, interface_holding)
+        },
     };
+    if let Some(uplink) = &settings.uplink {
+        tracing::info!(%uplink, "the BPF tc path serves NodePorts to other hosts here");
+    }
     let config = ProxyConfig {
         watch: WatchConfig {
             server: server.to_owned(),
@@ -222,4 +286,24 @@ pub async fn run(root: &Path, args: ProxyRunArgs) -> Result<()> {
     terminated().await?;
     proxy.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_uplink_is_the_flag_or_the_interface_of_the_node_address() {
+        let eth0 = |_: Ipv4Addr| Some("eth0".to_owned());
+        let node = Some(IpAddr::V4(Ipv4Addr::new(10, 250, 0, 11)));
+        assert_eq!(uplink(Some("bond0"), node, eth0).as_deref(), Some("bond0"));
+        assert_eq!(uplink(Some("none"), node, eth0), None);
+        assert_eq!(uplink(None, node, eth0).as_deref(), Some("eth0"));
+        assert_eq!(uplink(None, node, |_| None), None, "no interface holds it");
+        assert_eq!(uplink(None, None, eth0), None, "no node address");
+        let lo = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(uplink(None, lo, eth0), None, "loopback: no other host");
+        let v6 = Some("fd00::1".parse().unwrap());
+        assert_eq!(uplink(None, v6, eth0), None, "the tc path is IPv4 only");
+    }
 }

@@ -186,6 +186,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         node_listen: args.node_listen,
         join_token: args.join_token.clone(),
         loadbalancer_pool: args.loadbalancer_pool,
+        lifecycle: Default::default(),
     };
     let plane = ControlPlane::start(&plane_args).await?;
     let node_name = args.node.node_name.clone().unwrap_or_else(host_name);
@@ -276,6 +277,10 @@ pub async fn kubelet(root: &std::path::Path, args: KubeletArgs) -> Result<()> {
             .await?
         }
     };
+    // The agent and the proxy agree on the node's address: the given one, else the one
+    // this machine uses toward the control plane (the proxy serves NodePorts there).
+    let mut node = args.node.clone();
+    node.node_ip = node.node_ip.or_else(|| agent::route_source(&args.server));
     let proxy = if args.no_proxy {
         None
     } else {
@@ -285,14 +290,14 @@ pub async fn kubelet(root: &std::path::Path, args: KubeletArgs) -> Result<()> {
                 &args.server,
                 &credentials,
                 &args.proxy,
-                &args.node.cgroup_parent,
-                args.node.node_ip,
+                &node.cgroup_parent,
+                node.node_ip,
                 std::net::Ipv4Addr::new(10, 96, 0, 10),
             )
             .await?,
         )
     };
-    let config = agent_config(root, args.server, credentials, &args.node)?;
+    let config = agent_config(root, args.server, credentials, &node)?;
     let stop = tokio::sync::Notify::new();
     let agent = agent::run(config, stop.notified());
     tokio::pin!(agent);

@@ -4,6 +4,7 @@
 
 pub mod cleanup;
 pub mod cluster;
+pub mod multinode;
 pub mod netlab;
 pub mod pods;
 pub mod runtime;

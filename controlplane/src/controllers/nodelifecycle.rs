@@ -1,11 +1,15 @@
 //! Node lifecycle: nodes heartbeat through their Lease in `kube-node-lease`. A node silent
-//! past the grace period gets `Ready=Unknown` (NodeStatusUnknown), the
+//! past the grace period — timed on this controller's clock from when it last saw the
+//! heartbeat move, as kube-controller-manager's probe timestamps, so a control plane that
+//! was down (or a new leader) gives every node a full grace first — gets `Ready=Unknown`
+//! (NodeStatusUnknown), the
 //! `node.kubernetes.io/unreachable` NoSchedule and NoExecute taints, and its pods are marked
 //! not Ready; each pod is then evicted when its toleration of the taint runs out (the
 //! configured default when it has none), so that its owner replaces it elsewhere. A node
 //! that heartbeats again loses the taints.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -75,23 +79,54 @@ pub enum Verdict {
     Recovered,
 }
 
-/// The verdict on `node` at `now`.
-pub fn assess(node: &Node, lease: Option<&Lease>, now: Timestamp, grace: Duration) -> Verdict {
-    let silent = match last_heartbeat(node, lease) {
-        Some(at) => {
-            now.duration_since(at) > SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX)
+/// When this controller last saw each node's heartbeat move, on its own clock
+/// (kube-controller-manager's `probeTimestamp`). A node's silence is measured from there,
+/// never from the timestamps the node wrote: those are as old as the outage after a control
+/// plane restart or a leader change, and would make every node look silent at once.
+#[derive(Debug, Default)]
+pub struct Sightings {
+    seen: HashMap<String, Sighting>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sighting {
+    heartbeat: Option<Timestamp>,
+    at: Timestamp,
+}
+
+impl Sightings {
+    /// Records `heartbeat` (see [`last_heartbeat`]) of `node` at `now`; returns when it was
+    /// last seen to change — `now` for a node seen for the first time.
+    pub fn observe(
+        &mut self,
+        node: &str,
+        heartbeat: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Timestamp {
+        match self.seen.get_mut(node) {
+            Some(s) if s.heartbeat == heartbeat => s.at,
+            Some(s) => {
+                *s = Sighting { heartbeat, at: now };
+                now
+            }
+            None => {
+                self.seen
+                    .insert(node.to_owned(), Sighting { heartbeat, at: now });
+                now
+            }
         }
-        None => {
-            let created = node
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .unwrap_or(now);
-            now.duration_since(created)
-                > SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX)
-        }
-    };
+    }
+
+    /// Forgets nodes that are gone.
+    pub fn retain(&mut self, present: impl Fn(&str) -> bool) {
+        self.seen.retain(|name, _| present(name));
+    }
+}
+
+/// The verdict on `node` at `now`, its heartbeat last seen to change at `seen`.
+pub fn assess(node: &Node, seen: Timestamp, now: Timestamp, grace: Duration) -> Verdict {
+    let silent =
+        now.duration_since(seen) > SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX);
     let tainted = has_unreachable_taint(node);
     let unknown = ready_condition(node).is_some_and(|c| c.status == "Unknown");
     match (silent, tainted && unknown) {
@@ -148,6 +183,7 @@ pub struct NodeLifecycle {
     leases: Informer<Lease>,
     pods: Informer<Pod>,
     config: Config,
+    sightings: Mutex<Sightings>,
 }
 
 impl NodeLifecycle {
@@ -165,6 +201,7 @@ impl NodeLifecycle {
             leases: leases.clone(),
             pods: pods.clone(),
             config,
+            sightings: Mutex::new(Sightings::default()),
         });
         tokio::spawn(async move {
             monitor.nodes.synced().await;
@@ -182,18 +219,29 @@ impl NodeLifecycle {
     }
 
     async fn pass(&self, now: Timestamp) -> Result<(), ApiError> {
-        for node in self.nodes.list() {
+        let nodes = self.nodes.list();
+        for node in nodes.iter() {
             let node_name = name(node.as_ref()).to_owned();
             let lease = self.leases.get(&format!("kube-node-lease/{node_name}"));
-            match assess(&node, lease.as_deref(), now, self.config.node_monitor_grace) {
-                Verdict::Unreachable => self.mark_unreachable(&node, now).await?,
-                Verdict::Recovered => self.clear_taints(&node).await?,
+            let heartbeat = last_heartbeat(node, lease.as_deref());
+            let seen = self
+                .sightings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe(&node_name, heartbeat, now);
+            match assess(node, seen, now, self.config.node_monitor_grace) {
+                Verdict::Unreachable => self.mark_unreachable(node, now).await?,
+                Verdict::Recovered => self.clear_taints(node).await?,
                 Verdict::Fine => {}
             }
-            if has_unreachable_taint(&node) {
-                self.evict(&node, now).await?;
+            if has_unreachable_taint(node) {
+                self.evict(node, now).await?;
             }
         }
+        self.sightings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|n| nodes.iter().any(|node| name(node.as_ref()) == n));
         Ok(())
     }
 
@@ -334,54 +382,55 @@ mod tests {
     #[test]
     fn a_node_silent_past_the_grace_is_unreachable_and_recovers_when_it_heartbeats() {
         let grace = Duration::from_secs(40);
+        let mut sightings = Sightings::default();
+        let beat = |n: &Node, l: &Lease| last_heartbeat(n, Some(l));
         let fresh = lease("2026-03-01T10:00:00Z");
+        let (up, down) = (node(false, "True"), node(true, "Unknown"));
+        let t0 = at("2026-03-01T10:00:00Z");
+        assert_eq!(sightings.observe("n1", beat(&up, &fresh), t0), t0);
+        let seen = sightings.observe("n1", beat(&up, &fresh), at("2026-03-01T10:00:30Z"));
+        assert_eq!(seen, t0, "an unchanged heartbeat keeps its sighting");
         assert_eq!(
-            assess(
-                &node(false, "True"),
-                Some(&fresh),
-                at("2026-03-01T10:00:30Z"),
-                grace
-            ),
+            assess(&up, seen, at("2026-03-01T10:00:30Z"), grace),
             Verdict::Fine
         );
         assert_eq!(
-            assess(
-                &node(false, "True"),
-                Some(&fresh),
-                at("2026-03-01T10:00:41Z"),
-                grace
-            ),
+            assess(&up, seen, at("2026-03-01T10:00:41Z"), grace),
             Verdict::Unreachable
         );
         assert_eq!(
-            assess(
-                &node(true, "Unknown"),
-                Some(&fresh),
-                at("2026-03-01T10:00:41Z"),
-                grace
-            ),
-            Verdict::Fine
+            assess(&down, seen, at("2026-03-01T10:00:41Z"), grace),
+            Verdict::Fine,
+            "already marked"
         );
         let renewed = lease("2026-03-01T10:01:00Z");
-        assert_eq!(
-            assess(
-                &node(true, "Unknown"),
-                Some(&renewed),
-                at("2026-03-01T10:01:01Z"),
-                grace
-            ),
-            Verdict::Recovered
-        );
-        // Without a lease the Ready heartbeat counts.
-        assert_eq!(
-            assess(
-                &node(false, "True"),
-                None,
-                at("2026-03-01T09:00:39Z"),
-                grace
-            ),
-            Verdict::Fine
-        );
+        let t1 = at("2026-03-01T10:01:01Z");
+        let seen = sightings.observe("n1", beat(&down, &renewed), t1);
+        assert_eq!(seen, t1);
+        assert_eq!(assess(&down, seen, t1, grace), Verdict::Recovered);
+    }
+
+    #[test]
+    fn silence_counts_from_when_this_controller_saw_the_node_not_from_its_old_lease() {
+        // A control plane down for ten minutes (or a new leader) comes up to leases far
+        // older than the grace: each node gets the whole grace from the first sighting.
+        let grace = Duration::from_secs(40);
+        let mut sightings = Sightings::default();
+        let old = lease("2026-03-01T10:00:00Z");
+        let up = node(false, "True");
+        let start = at("2026-03-01T10:10:00Z");
+        let seen = sightings.observe("n1", last_heartbeat(&up, Some(&old)), start);
+        assert_eq!(assess(&up, seen, start, grace), Verdict::Fine);
+        let later = at("2026-03-01T10:10:39Z");
+        let seen = sightings.observe("n1", last_heartbeat(&up, Some(&old)), later);
+        assert_eq!(assess(&up, seen, later, grace), Verdict::Fine);
+        let past = at("2026-03-01T10:10:41Z");
+        let seen = sightings.observe("n1", last_heartbeat(&up, Some(&old)), past);
+        assert_eq!(assess(&up, seen, past, grace), Verdict::Unreachable);
+        // Without a lease the Ready heartbeat is what moves.
+        assert_eq!(last_heartbeat(&up, None), Some(at("2026-03-01T09:00:00Z")));
+        sightings.retain(|n| n != "n1");
+        assert_eq!(sightings.observe("n1", None, past), past, "forgotten");
     }
 
     #[test]

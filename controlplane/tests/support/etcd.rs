@@ -1,4 +1,7 @@
-//! Starts a real etcd on 127.0.0.1 for a test and stops it (also on panic) when dropped.
+//! Starts a real etcd on 127.0.0.1 for a test (one server, or a cluster of members) and
+//! stops it (also on panic) when dropped.
+// Each test binary uses a part of these fixtures.
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -120,5 +123,103 @@ impl EtcdServer {
 
     fn exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// A cluster of etcd members on 127.0.0.1, killed and removed on drop.
+pub struct EtcdCluster {
+    members: Vec<Option<Child>>,
+    pub endpoints: Vec<String>,
+    dir: TempDir,
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for child in self.members.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl EtcdCluster {
+    /// Starts `n` members; `None` if etcd is not installed (see `etcd_binary`).
+    pub async fn start(n: usize) -> Option<EtcdCluster> {
+        let binary = etcd_binary()?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clients: Vec<String> = (0..n)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let peers: Vec<String> = (0..n)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let initial: Vec<String> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{i}={p}"))
+            .collect();
+        let members = (0..n)
+            .map(|i| {
+                let log =
+                    std::fs::File::create(dir.path().join(format!("m{i}.log"))).expect("etcd log");
+                Some(
+                    Command::new(&binary)
+                        .arg(format!("--name=m{i}"))
+                        .arg(format!(
+                            "--data-dir={}",
+                            dir.path().join(format!("m{i}")).display()
+                        ))
+                        .arg(format!("--listen-client-urls={}", clients[i]))
+                        .arg(format!("--advertise-client-urls={}", clients[i]))
+                        .arg(format!("--listen-peer-urls={}", peers[i]))
+                        .arg(format!("--initial-advertise-peer-urls={}", peers[i]))
+                        .arg(format!("--initial-cluster={}", initial.join(",")))
+                        .args(["--logger=zap", "--log-outputs=stderr", "--log-level=warn"])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(log)
+                        .spawn()
+                        .expect("spawn etcd"),
+                )
+            })
+            .collect();
+        let cluster = EtcdCluster {
+            members,
+            endpoints: clients,
+            dir,
+        };
+        let started = Instant::now();
+        while started.elapsed() < STARTUP {
+            let mut ready = true;
+            for endpoint in &cluster.endpoints {
+                let attempt = async {
+                    let mut client = Client::connect([endpoint.as_str()], None).await.ok()?;
+                    client.put("ready-probe", "", None).await.ok()
+                };
+                ready &= matches!(
+                    tokio::time::timeout(Duration::from_secs(2), attempt).await,
+                    Ok(Some(_))
+                );
+            }
+            if ready {
+                return Some(cluster);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let logs: Vec<String> = (0..n)
+            .map(|i| {
+                std::fs::read_to_string(cluster.dir.path().join(format!("m{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect();
+        panic!("the etcd cluster did not start:\n{}", logs.join("\n"));
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

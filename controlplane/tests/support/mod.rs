@@ -1,5 +1,7 @@
 //! Test fixtures: a store of each backend (etcd started on 127.0.0.1 by the test itself)
 //! and waiting for watch events with a deadline.
+// Each test binary uses a part of these fixtures.
+#![allow(dead_code)]
 
 pub mod etcd;
 

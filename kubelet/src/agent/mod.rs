@@ -115,8 +115,9 @@ impl Shared {
     }
 }
 
-/// The address this machine uses toward `server` (no packet is sent).
-fn route_source(server: &str) -> Option<IpAddr> {
+/// The address this machine uses toward `server` (no packet is sent): a node's address
+/// when none is configured.
+pub fn route_source(server: &str) -> Option<IpAddr> {
     let addr = std::net::ToSocketAddrs::to_socket_addrs(skiff_api::dial::authority(server))
         .ok()?
         .next()?;
@@ -133,6 +134,8 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
     let mut delay = Duration::from_millis(200);
+    // The control plane's heartbeat interval, once a session told it.
+    let mut heartbeat: Option<Duration> = None;
     let mut resume = 0u64;
     let mut setup: Option<Arc<Shared>> = None;
     let exits = exits::ExitWatcher::start()
@@ -152,6 +155,7 @@ pub async fn run(
             &mut workers,
             &mut resume,
             &mut setup,
+            &mut heartbeat,
             (&exits, &metrics),
         );
         tokio::select! {
@@ -169,7 +173,7 @@ pub async fn run(
             () = &mut shutdown => break,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
+        delay = next_redial(delay, heartbeat);
     }
     if let Some(task) = serving {
         task.abort();
@@ -182,12 +186,23 @@ pub async fn run(
     Ok(())
 }
 
+/// The wait before the next dial after `delay`: doubling up to 10 s, and never longer than
+/// the control plane's heartbeat interval once known, so that a control plane back from an
+/// outage hears from the node well within its grace period.
+fn next_redial(delay: Duration, heartbeat: Option<Duration>) -> Duration {
+    let cap = heartbeat.map_or(Duration::from_secs(10), |h| {
+        h.clamp(Duration::from_millis(200), Duration::from_secs(10))
+    });
+    (delay * 2).min(cap)
+}
+
 /// One connection: register, heartbeat, watch until the stream breaks.
 async fn session(
     config: &AgentConfig,
     workers: &mut HashMap<String, WorkerHandle>,
     resume: &mut u64,
     setup: &mut Option<Arc<Shared>>,
+    heartbeat_interval: &mut Option<Duration>,
     (exit_watcher, metrics): (&Arc<exits::ExitWatcher>, &Arc<metrics::Metrics>),
 ) -> Result<(), AgentError> {
     let channel = conn::connect(&config.server, &config.credentials).await?;
@@ -265,10 +280,12 @@ async fn session(
         }
     };
     tracing::info!(node = %config.credentials.node_name, pod_cidr = %registered.pod_cidr, "registered");
+    let interval = Duration::from_secs(u64::from(registered.heartbeat_seconds.max(1)));
+    *heartbeat_interval = Some(interval);
     let heartbeat = tokio::spawn(heartbeat(
         client.clone(),
         config.credentials.node_name.clone(),
-        Duration::from_secs(u64::from(registered.heartbeat_seconds.max(1))),
+        interval,
         machine,
         host_ip,
         (config.state_dir.clone(), config.image_root.clone()),
@@ -470,4 +487,30 @@ fn detach(w: WorkerHandle) {
         let _keep_open = pod;
         let _ = task.await;
     });
+}
+
+#[cfg(test)]
+mod redial_tests {
+    use super::*;
+
+    #[test]
+    fn redials_back_off_to_the_heartbeat_interval_at_most() {
+        let ms = Duration::from_millis;
+        let mut d = ms(200);
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            d = next_redial(d, None);
+            waits.push(d.as_millis());
+        }
+        assert_eq!(waits, [400, 800, 1600, 3200, 6400, 10000, 10000, 10000]);
+        let one_second = Some(Duration::from_secs(1));
+        assert_eq!(next_redial(ms(400), one_second), ms(800));
+        assert_eq!(next_redial(ms(800), one_second), ms(1000));
+        assert_eq!(next_redial(ms(1000), one_second), ms(1000));
+        assert_eq!(
+            next_redial(ms(6400), Some(Duration::from_secs(40))),
+            ms(10000),
+            "a long heartbeat keeps the 10 s cap"
+        );
+    }
 }

@@ -5,6 +5,7 @@
 
 use std::fmt::Debug;
 use std::io;
+use std::net::Ipv4Addr;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkHeader, NetlinkMessage,
@@ -15,6 +16,16 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 /// `RTM_NEWLINK`: the reply type of a link `RTM_GETLINK`.
 const RTM_NEWLINK: u16 = 16;
+/// `RTM_NEWADDR`: one address of an `RTM_GETADDR` dump.
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+/// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`).
+const NLM_F_DUMP: u16 = 0x300;
+/// `IFA_LOCAL`, `IFA_LABEL`: an address's own address and its interface's label.
+const IFA_LOCAL: u16 = 2;
+const IFA_LABEL: u16 = 3;
+/// `sizeof(struct ifaddrmsg)`
+const IFADDRMSG: usize = 8;
 /// `NLMSGERR_ATTR_MSG`: the extended ack's human-readable message.
 const NLMSGERR_ATTR_MSG: u16 = 1;
 /// `NLM_F_ACK_TLVS` on an error message: extended ack attributes follow.
@@ -105,6 +116,79 @@ impl NetlinkSocket {
         }
         Ok(self.seq)
     }
+}
+
+impl NetlinkSocket {
+    /// Every IPv4 address in the socket's namespace with its interface's label (an
+    /// `RTM_GETADDR` dump; the label is the interface name unless an alias label was given,
+    /// `eth0:1`).
+    pub fn ipv4_addresses(&mut self) -> io::Result<Vec<(String, Ipv4Addr)>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let len = (HDR + IFADDRMSG) as u32;
+        self.out.clear();
+        self.out.extend_from_slice(&len.to_ne_bytes());
+        self.out.extend_from_slice(&RTM_GETADDR.to_ne_bytes());
+        self.out
+            .extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        self.out.extend_from_slice(&seq.to_ne_bytes());
+        self.out.extend_from_slice(&0u32.to_ne_bytes());
+        // struct ifaddrmsg: family AF_INET, the rest zero (every interface).
+        self.out
+            .extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0, 0, 0, 0, 0]);
+        self.socket.send(&self.out, 0)?;
+        let mut found = Vec::new();
+        loop {
+            self.buf.clear();
+            let n = self.socket.recv(&mut self.buf, 0)?;
+            if n > self.buf.len() {
+                return Err(io::Error::other("netlink reply truncated"));
+            }
+            for m in split(&self.buf) {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.kind {
+                    RTM_NEWADDR => found.extend(ipv4_address(m.body)),
+                    NLMSG_DONE => return Ok(found),
+                    NLMSG_ERROR => {
+                        ack(&m).map_err(|nack| nack.source)?;
+                        return Ok(found);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// The label and local address of one `RTM_NEWADDR` body, if it is IPv4 and has both.
+pub(crate) fn ipv4_address(body: &[u8]) -> Option<(String, Ipv4Addr)> {
+    if body.len() < IFADDRMSG || i32::from(body[0]) != libc::AF_INET {
+        return None;
+    }
+    let (mut label, mut local) = (None, None);
+    let mut tlvs = &body[IFADDRMSG..];
+    while tlvs.len() >= 4 {
+        let len = u16::from_ne_bytes([tlvs[0], tlvs[1]]) as usize;
+        let kind = u16::from_ne_bytes([tlvs[2], tlvs[3]]) & 0x3fff;
+        if len < 4 || len > tlvs.len() {
+            break;
+        }
+        let value = &tlvs[4..len];
+        match kind {
+            IFA_LOCAL if value.len() == 4 => {
+                local = Some(Ipv4Addr::new(value[0], value[1], value[2], value[3]));
+            }
+            IFA_LABEL => {
+                let name = value.split(|b| *b == 0).next().unwrap_or(value);
+                label = Some(String::from_utf8_lossy(name).into_owned());
+            }
+            _ => {}
+        }
+        tlvs = tlvs.get((len + 3) & !3..).unwrap_or(&[]);
+    }
+    Some((label?, local?))
 }
 
 impl Netlink for NetlinkSocket {
@@ -225,6 +309,32 @@ mod tests {
             v.push(0);
         }
         v
+    }
+
+    fn tlv(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut v = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(value);
+        while !v.len().is_multiple_of(4) {
+            v.push(0);
+        }
+        v
+    }
+
+    #[test]
+    fn reads_an_ipv4_address_and_its_label() {
+        let mut body = vec![libc::AF_INET as u8, 24, 0, 0, 3, 0, 0, 0];
+        body.extend(tlv(1, &[10, 250, 0, 255])); // IFA_ADDRESS (the peer on p2p links)
+        body.extend(tlv(IFA_LOCAL, &[10, 250, 0, 11]));
+        body.extend(tlv(IFA_LABEL, b"eth0\0"));
+        assert_eq!(
+            ipv4_address(&body),
+            Some(("eth0".to_owned(), Ipv4Addr::new(10, 250, 0, 11)))
+        );
+        let mut v6 = body.clone();
+        v6[0] = libc::AF_INET6 as u8;
+        assert_eq!(ipv4_address(&v6), None);
+        assert_eq!(ipv4_address(&body[..IFADDRMSG]), None, "no attributes");
     }
 
     #[test]

@@ -3,10 +3,14 @@
 //! Writes are etcd transactions guarded on the key's revisions (create: `create_revision
 //! == 0`; update and delete: `mod_revision == expected`, or "exists"); lists are ranges at
 //! one revision; watches start at `from + 1` with `prev_kv`. etcd's revision is the store's.
+//! A dead member is retried around and taken out of the client's balancer (`members.rs`).
 
 mod keys;
+mod members;
 mod watch;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,6 +22,7 @@ use etcd_client::{
 use super::token::ContinueToken;
 use super::{Kv, ListOptions, ListResult, Store, StoreError, WatchStream};
 use keys::{KeySpace, to_i64, to_u64};
+use members::{Prober, Request};
 
 const COMPACTED_MESSAGE: &str = "required revision has been compacted";
 const FUTURE_MESSAGE: &str = "required revision is a future revision";
@@ -27,6 +32,8 @@ const FUTURE_MESSAGE: &str = "required revision is a future revision";
 pub struct EtcdStore {
     client: Client,
     keys: KeySpace,
+    /// Takes unreachable members out of the balancer while any clone of the store lives.
+    _prober: Option<Arc<Prober>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -46,7 +53,16 @@ impl EtcdStore {
         let client = Client::connect(endpoints, Some(options))
             .await
             .map_err(StoreError::etcd("connect"))?;
-        Ok(Self::with_client(client, root))
+        let mut store = Self::with_client(client.clone(), root);
+        if endpoints.len() > 1 {
+            let endpoints = endpoints.iter().map(|e| e.as_ref().to_owned()).collect();
+            store._prober = Some(Arc::new(Prober::start(
+                client,
+                endpoints,
+                Duration::from_secs(1),
+            )));
+        }
+        Ok(store)
     }
 
     /// Uses an existing client; keys go under `root`.
@@ -54,15 +70,41 @@ impl EtcdStore {
         EtcdStore {
             client,
             keys: KeySpace::new(root),
+            _prober: None,
+        }
+    }
+
+    /// Sends `call` until it succeeds, fails in a way that sending again cannot help, or
+    /// `members::ATTEMPTS` are spent (see `members::may_retry`).
+    async fn retrying<T, F, Fut>(
+        &self,
+        request: Request,
+        mut call: F,
+    ) -> Result<T, etcd_client::Error>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match call(self.client.clone()).await {
+                Err(e) if attempt < members::ATTEMPTS && members::may_retry(&e, request) => {
+                    tracing::debug!(error = %e, attempt, "etcd request failed; sending it again");
+                    tokio::time::sleep(members::pause(attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
         }
     }
 
     async fn txn(&self, op: &'static str, txn: Txn) -> Result<TxnResponse, StoreError> {
-        self.client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(StoreError::etcd(op))
+        self.retrying(Request::Write, |c| {
+            let txn = txn.clone();
+            async move { c.kv_client().txn(txn).await }
+        })
+        .await
+        .map_err(StoreError::etcd(op))
     }
 
     /// Maps etcd's revision errors of a read at `requested` to the store's.
@@ -87,11 +129,12 @@ impl EtcdStore {
 
     /// etcd tells the compacted revision only to a watch that starts before it.
     async fn compacted_revision(&self) -> Result<u64, StoreError> {
-        let probe = WatchOptions::new().with_start_revision(1);
+        let key = self.keys.full("\0compaction-probe");
         let mut stream = self
-            .client
-            .watch_client()
-            .watch(self.keys.full("\0compaction-probe"), Some(probe))
+            .retrying(Request::Read, |c| {
+                let (key, probe) = (key.clone(), WatchOptions::new().with_start_revision(1));
+                async move { c.watch_client().watch(key, Some(probe)).await }
+            })
             .await
             .map_err(StoreError::etcd("watch"))?;
         let answer = tokio::time::timeout(Duration::from_secs(5), async {
@@ -111,15 +154,15 @@ impl EtcdStore {
     /// Fails with `Compacted` if the state at `revision` is gone (etcd allows a watch to
     /// start one revision earlier than a read, so watches check with a read first).
     async fn check_readable(&self, revision: u64) -> Result<(), StoreError> {
-        let options = GetOptions::new()
-            .with_revision(to_i64(revision))
-            .with_count_only();
-        match self
-            .client
-            .kv_client()
-            .get(self.keys.full(""), Some(options))
-            .await
-        {
+        let key = self.keys.full("");
+        let read = self.retrying(Request::Read, |c| {
+            let key = key.clone();
+            let options = GetOptions::new()
+                .with_revision(to_i64(revision))
+                .with_count_only();
+            async move { c.kv_client().get(key, Some(options)).await }
+        });
+        match read.await {
             Ok(_) => Ok(()),
             Err(error) => match self.revision_error("watch", revision, error).await {
                 StoreError::FutureRevision { .. } => Ok(()),
@@ -178,10 +221,12 @@ impl EtcdStore {
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<Kv>, StoreError> {
+        let full = self.keys.full(key);
         let response = self
-            .client
-            .kv_client()
-            .get(self.keys.full(key), None)
+            .retrying(Request::Read, |c| {
+                let full = full.clone();
+                async move { c.kv_client().get(full, None).await }
+            })
             .await
             .map_err(StoreError::etcd("get"))?;
         response
@@ -208,7 +253,11 @@ impl Store for EtcdStore {
             .with_range(end)
             .with_limit(i64::try_from(limit).unwrap_or(0))
             .with_revision(to_i64(requested));
-        let response = match self.client.kv_client().get(start, Some(get)).await {
+        let read = self.retrying(Request::Read, |c| {
+            let (start, get) = (start.clone(), get.clone());
+            async move { c.kv_client().get(start, Some(get)).await }
+        });
+        let response = match read.await {
             Ok(response) => response,
             Err(error) => return Err(self.revision_error("list", requested, error).await),
         };
@@ -317,9 +366,10 @@ impl Store for EtcdStore {
             .with_prev_key()
             .with_start_revision(to_i64(from_revision.saturating_add(1)));
         let mut inner = self
-            .client
-            .watch_client()
-            .watch(start, Some(options))
+            .retrying(Request::Read, |c| {
+                let (start, options) = (start.clone(), options.clone());
+                async move { c.watch_client().watch(start, Some(options)).await }
+            })
             .await
             .map_err(StoreError::etcd("watch"))?;
         let first = inner.message().await.map_err(StoreError::etcd("watch"))?;
@@ -339,13 +389,12 @@ impl Store for EtcdStore {
     }
 
     async fn compact(&self, revision: u64) -> Result<(), StoreError> {
-        let options = CompactionOptions::new().with_physical();
-        match self
-            .client
-            .kv_client()
-            .compact(to_i64(revision), Some(options))
-            .await
-        {
+        // Compacting again to the same revision is harmless: a read for retrying.
+        let compaction = self.retrying(Request::Read, |c| async move {
+            let options = CompactionOptions::new().with_physical();
+            c.kv_client().compact(to_i64(revision), Some(options)).await
+        });
+        match compaction.await {
             Ok(_) => Ok(()),
             // Already compacted at or past `revision`: nothing to do.
             Err(error) if grpc_message(&error).is_some_and(|m| m.contains(COMPACTED_MESSAGE)) => {
@@ -356,13 +405,16 @@ impl Store for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<u64, StoreError> {
+        let key = self.keys.full("");
         let response = self
-            .client
-            .kv_client()
-            .get(
-                self.keys.full(""),
-                Some(GetOptions::new().with_count_only()),
-            )
+            .retrying(Request::Read, |c| {
+                let key = key.clone();
+                async move {
+                    c.kv_client()
+                        .get(key, Some(GetOptions::new().with_count_only()))
+                        .await
+                }
+            })
             .await
             .map_err(StoreError::etcd("current revision"))?;
         Ok(response.header().map_or(0, |h| to_u64(h.revision())))
