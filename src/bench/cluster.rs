@@ -121,7 +121,9 @@ impl Cluster {
             "the end-to-end benches must run as root (network namespace, cgroups, mounts)"
         );
         let name = format!("skiff-bench-{}", std::process::id());
-        let dir = tempfile::Builder::new().prefix("skiff-bench-e2e-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-bench-e2e-")
+            .tempdir()?;
         super::run_quiet(Command::new("ip").args(["netns", "add", &name]))?;
         let cluster = Cluster {
             netns: name.clone(),
@@ -390,9 +392,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn any_node_ready(list: &Value) -> bool {
     list["items"].as_array().is_some_and(|items| {
         items.iter().any(|node| {
-            node["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            node["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
         })
     })
 }

@@ -149,7 +149,10 @@ async fn watch(ep: Endpoint, resource_version: String, tx: mpsc::UnboundedSender
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 let event: Value = serde_json::from_slice(&line).context("a watch event")?;
                 let pod = &event["object"];
-                let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                let name = pod["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 let seen = match (event["type"].as_str(), pod["status"]["phase"].as_str()) {
                     (Some("DELETED"), _) => {
                         running.remove(&name);
@@ -187,7 +190,10 @@ async fn call(conn: &mut Conn, method: &str, path: &str, body: Vec<u8>) -> Resul
     let json = "application/json";
     let (status, reply) = conn.call(method, path, json, json, body).await?;
     if !(200..300).contains(&status) {
-        bail!("{method} {path}: {status} {}", String::from_utf8_lossy(&reply));
+        bail!(
+            "{method} {path}: {status} {}",
+            String::from_utf8_lossy(&reply)
+        );
     }
     Ok(serde_json::from_slice(&reply)?)
 }
@@ -269,7 +275,10 @@ async fn measure(cluster: Arc<Cluster>, count: u32, burst: u32) -> Result<Report
             .await?;
         sequential_ms.push((seen.running[name] - sent).as_secs_f64() * 1e3);
     }
-    let sequential_running = names.iter().filter(|n| seen.running.contains_key(*n)).count();
+    let sequential_running = names
+        .iter()
+        .filter(|n| seen.running.contains_key(*n))
+        .count();
     delete_all(&mut conn, &mut seen, &names).await?;
 
     eprintln!("burst: {burst} pods created at once");
@@ -308,7 +317,10 @@ async fn measure(cluster: Arc<Cluster>, count: u32, burst: u32) -> Result<Report
         .collect();
     let first = sent.values().min().copied().context("an empty burst")?;
     let last = names.iter().map(|n| seen.running[n]).max().unwrap_or(first);
-    let burst_running = names.iter().filter(|n| seen.running.contains_key(*n)).count();
+    let burst_running = names
+        .iter()
+        .filter(|n| seen.running.contains_key(*n))
+        .count();
     let node_pid = cluster.node_pid().context("the node is not running")?;
     let (kubelet, apiserver) = match cluster.topology() {
         Topology::Split => (
@@ -361,8 +373,7 @@ pub async fn run(options: E2eOptions) -> Result<()> {
         kubectl: options.kubectl.clone(),
     };
     let (count, burst) = (options.count, options.burst);
-    let report =
-        cluster::with_cluster(cluster_options, move |c| measure(c, count, burst)).await?;
+    let report = cluster::with_cluster(cluster_options, move |c| measure(c, count, burst)).await?;
     print_report(&report);
     write_outputs(&options.json, &options.plot, &report)
 }
