@@ -67,6 +67,7 @@ struct Memory {
     rss_anon_kib: u64,
     /// …and mapped files (mostly the pages of the skiff binary it has run).
     rss_file_kib: u64,
+    threads: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -219,7 +220,7 @@ async fn delete_all(conn: &mut Conn, seen: &mut Observed, names: &[String]) -> R
         .await
 }
 
-/// VmRSS, VmHWM, RssAnon and RssFile of `pid`, in KiB.
+/// VmRSS, VmHWM, RssAnon and RssFile of `pid`, in KiB, and its thread count.
 fn memory(pid: u32, process: &str) -> Result<Memory> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
@@ -236,6 +237,7 @@ fn memory(pid: u32, process: &str) -> Result<Memory> {
         peak_rss_kib: field("VmHWM:")?,
         rss_anon_kib: field("RssAnon:")?,
         rss_file_kib: field("RssFile:")?,
+        threads: field("Threads:")?,
     })
 }
 
@@ -424,14 +426,15 @@ fn print_report(r: &Report) {
     );
     let k = &r.kubelet;
     println!(
-        "  {} with {} pods running: RSS {:.1} MiB (anon {:.1}, file {:.1}; peak {:.1}); \
-         goal ≤ {:.0} MB: {}",
+        "  {} with {} pods running: RSS {:.1} MiB (anon {:.1}, file {:.1}; peak {:.1}; \
+         {} threads); goal ≤ {:.0} MB: {}",
         k.process,
         r.burst,
         mib(k.rss_kib),
         mib(k.rss_anon_kib),
         mib(k.rss_file_kib),
         mib(k.peak_rss_kib),
+        k.threads,
         g.kubelet_rss_mib,
         verdict(mib(k.rss_kib) <= g.kubelet_rss_mib)
     );
