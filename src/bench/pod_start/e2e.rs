@@ -82,10 +82,13 @@ struct Report {
     /// Create request sent → `Running` seen on the watch, one pod at a time.
     sequential_ms: Vec<f64>,
     sequential: Summary,
+    /// Of that: create request sent → bound to the node (`spec.nodeName`) seen on the watch.
+    sequential_bound: Summary,
     sequential_running: usize,
     /// The same for each pod of the burst (from its own create request).
     burst_each_ms: Vec<f64>,
     burst_each: Summary,
+    burst_bound: Summary,
     burst_running: usize,
     /// First create request sent → last pod `Running`.
     burst_total_ms: f64,
@@ -98,6 +101,8 @@ struct Report {
 /// What the watch saw happen to a pod, and when the event arrived.
 #[derive(Debug)]
 enum Seen {
+    /// First seen with `spec.nodeName`: the scheduler's binding.
+    Bound(String, Instant),
     Running(String, Instant),
     Failed(String, String),
     Gone(String),
@@ -106,11 +111,41 @@ enum Seen {
 /// Pods as the watch reported them so far.
 struct Observed {
     rx: mpsc::UnboundedReceiver<Result<Seen>>,
+    bound: HashMap<String, Instant>,
     running: HashMap<String, Instant>,
     gone: HashSet<String>,
 }
 
+/// A phase's pods, each from its create request: to bound and to Running (ms).
+struct Times {
+    bound_ms: Vec<f64>,
+    running_ms: Vec<f64>,
+    /// How many of the phase's pods were seen Running.
+    running: usize,
+}
+
 impl Observed {
+    /// The times of `names`, created at `sent`.
+    fn times(&self, names: &[String], sent: &HashMap<String, Instant>) -> Times {
+        let since = |at: Option<&Instant>, name: &String| {
+            Some((*at? - *sent.get(name)?).as_secs_f64() * 1e3)
+        };
+        Times {
+            bound_ms: names
+                .iter()
+                .filter_map(|n| since(self.bound.get(n), n))
+                .collect(),
+            running_ms: names
+                .iter()
+                .filter_map(|n| since(self.running.get(n), n))
+                .collect(),
+            running: names
+                .iter()
+                .filter(|n| self.running.contains_key(*n))
+                .count(),
+        }
+    }
+
     /// Takes events until `done` holds; fails on a Failed pod, a broken watch, or timeout.
     async fn until(&mut self, what: &str, done: impl Fn(&Observed) -> bool) -> Result<()> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -120,11 +155,15 @@ impl Observed {
                 .map_err(|_| anyhow!("timed out waiting for {what}"))?
                 .ok_or_else(|| anyhow!("the pod watch ended"))??;
             match seen {
+                Seen::Bound(name, at) => {
+                    self.bound.entry(name).or_insert(at);
+                }
                 Seen::Running(name, at) => {
                     self.running.entry(name).or_insert(at);
                 }
                 Seen::Gone(name) => {
                     self.running.remove(&name);
+                    self.bound.remove(&name);
                     self.gone.insert(name);
                 }
                 Seen::Failed(name, why) => bail!("pod {name} failed: {why}"),
@@ -134,7 +173,45 @@ impl Observed {
     }
 }
 
-/// Reads the watch and reports each pod's first `Running`, a failure, and its removal.
+/// Which pods a watch has shown bound and running (each is reported once).
+#[derive(Default)]
+struct Tracker {
+    bound: HashSet<String>,
+    running: HashSet<String>,
+}
+
+impl Tracker {
+    /// What one watch event, arrived `at`, says that was not said before.
+    fn seen(&mut self, event: &Value, at: Instant) -> Result<Vec<Seen>> {
+        let pod = &event["object"];
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let mut out = Vec::new();
+        match event["type"].as_str() {
+            Some("DELETED") => {
+                self.bound.remove(name);
+                self.running.remove(name);
+                out.push(Seen::Gone(name.to_owned()));
+                return Ok(out);
+            }
+            Some("ERROR") => bail!("watch error: {pod}"),
+            _ => {}
+        }
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+        if !node.is_empty() && self.bound.insert(name.to_owned()) {
+            out.push(Seen::Bound(name.to_owned(), at));
+        }
+        match pod["status"]["phase"].as_str() {
+            Some("Running") if self.running.insert(name.to_owned()) => {
+                out.push(Seen::Running(name.to_owned(), at));
+            }
+            Some("Failed") => out.push(Seen::Failed(name.to_owned(), pod["status"].to_string())),
+            _ => {}
+        }
+        Ok(out)
+    }
+}
+
+/// Reads the watch and reports each pod's binding, first `Running`, failure and removal.
 async fn watch(ep: Endpoint, resource_version: String, tx: mpsc::UnboundedSender<Result<Seen>>) {
     let run = async {
         let mut conn = ep.connect().await?;
@@ -143,7 +220,7 @@ async fn watch(ep: Endpoint, resource_version: String, tx: mpsc::UnboundedSender
         );
         let mut body = conn.stream(&path).await?;
         let mut pending = Vec::new();
-        let mut running = HashSet::new();
+        let mut tracker = Tracker::default();
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame?.into_data() else {
                 continue;
@@ -153,23 +230,10 @@ async fn watch(ep: Endpoint, resource_version: String, tx: mpsc::UnboundedSender
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 let event: Value = serde_json::from_slice(&line).context("a watch event")?;
-                let pod = &event["object"];
-                let name = pod["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                let seen = match (event["type"].as_str(), pod["status"]["phase"].as_str()) {
-                    (Some("DELETED"), _) => {
-                        running.remove(&name);
-                        Seen::Gone(name)
+                for seen in tracker.seen(&event, at)? {
+                    if tx.send(Ok(seen)).is_err() {
+                        return Ok(());
                     }
-                    (Some("ERROR"), _) => bail!("watch error: {pod}"),
-                    (_, Some("Running")) if running.insert(name.clone()) => Seen::Running(name, at),
-                    (_, Some("Failed")) => Seen::Failed(name, pod["status"].to_string()),
-                    _ => continue,
-                };
-                if tx.send(Ok(seen)).is_err() {
-                    return Ok(());
                 }
             }
         }
@@ -220,6 +284,35 @@ async fn delete_all(conn: &mut Conn, seen: &mut Observed, names: &[String]) -> R
         .await
 }
 
+/// Creates `names` at once, each over its own connection opened beforehand; when each
+/// create request was sent.
+async fn create_at_once(ep: &Endpoint, names: &[String]) -> Result<HashMap<String, Instant>> {
+    let mut conns = Vec::new();
+    for _ in names {
+        conns.push(ep.connect().await?);
+    }
+    let gate = Arc::new(tokio::sync::Barrier::new(names.len()));
+    let creates: Vec<_> = conns
+        .into_iter()
+        .zip(names.to_vec())
+        .map(|(mut conn, name)| {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                gate.wait().await;
+                let sent = Instant::now();
+                create(&mut conn, &name).await?;
+                anyhow::Ok((name, sent))
+            })
+        })
+        .collect();
+    let mut sent = HashMap::new();
+    for task in creates {
+        let (name, at) = task.await??;
+        sent.insert(name, at);
+    }
+    Ok(sent)
+}
+
 /// VmRSS, VmHWM, RssAnon and RssFile of `pid`, in KiB, and its thread count.
 fn memory(pid: u32, process: &str) -> Result<Memory> {
     let path = format!("/proc/{pid}/status");
@@ -259,6 +352,7 @@ async fn measure(cluster: Arc<Cluster>, count: u32, burst: u32) -> Result<Report
     let watcher = tokio::spawn(watch(ep.clone(), rv, tx));
     let mut seen = Observed {
         rx,
+        bound: HashMap::new(),
         running: HashMap::new(),
         gone: HashSet::new(),
     };
@@ -274,61 +368,32 @@ async fn measure(cluster: Arc<Cluster>, count: u32, burst: u32) -> Result<Report
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
     eprintln!("sequential: {count} pods, one after another");
-    let mut sequential_ms = Vec::new();
     let names: Vec<String> = (0..count).map(|i| format!("seq-{i}")).collect();
+    let mut sent = HashMap::new();
     for name in &names {
-        let sent = Instant::now();
+        sent.insert(name.clone(), Instant::now());
         create(&mut conn, name).await?;
         seen.until(&format!("{name} to run"), |s| s.running.contains_key(name))
             .await?;
-        sequential_ms.push((seen.running[name] - sent).as_secs_f64() * 1e3);
     }
-    let sequential_running = names
-        .iter()
-        .filter(|n| seen.running.contains_key(*n))
-        .count();
+    let sequential = seen.times(&names, &sent);
     delete_all(&mut conn, &mut seen, &names).await?;
 
     eprintln!("burst: {burst} pods created at once");
     let names: Vec<String> = (0..burst).map(|i| format!("burst-{i}")).collect();
-    // One connection per pod, open before the burst, released together.
-    let mut conns = Vec::new();
-    for _ in 0..burst {
-        conns.push(ep.connect().await?);
-    }
-    let gate = Arc::new(tokio::sync::Barrier::new(burst as usize));
-    let creates: Vec<_> = conns
-        .into_iter()
-        .zip(names.clone())
-        .map(|(mut conn, name)| {
-            let gate = gate.clone();
-            tokio::spawn(async move {
-                gate.wait().await;
-                let sent = Instant::now();
-                create(&mut conn, &name).await?;
-                anyhow::Ok((name, sent))
-            })
-        })
-        .collect();
-    let mut sent = HashMap::new();
-    for task in creates {
-        let (name, at) = task.await??;
-        sent.insert(name, at);
-    }
+    let sent = create_at_once(&ep, &names).await?;
     seen.until(&format!("{burst} pods to run"), |s| {
         names.iter().all(|n| s.running.contains_key(n))
     })
     .await?;
-    let burst_each_ms: Vec<f64> = names
-        .iter()
-        .map(|n| (seen.running[n] - sent[n]).as_secs_f64() * 1e3)
-        .collect();
+    let burst_times = seen.times(&names, &sent);
     let first = sent.values().min().copied().context("an empty burst")?;
-    let last = names.iter().map(|n| seen.running[n]).max().unwrap_or(first);
-    let burst_running = names
+    let last = names
         .iter()
-        .filter(|n| seen.running.contains_key(*n))
-        .count();
+        .filter_map(|n| seen.running.get(n))
+        .max()
+        .copied()
+        .unwrap_or(first);
     let node_pid = cluster.node_pid().context("the node is not running")?;
     let (kubelet, apiserver) = match cluster.topology() {
         Topology::Split => (
@@ -360,12 +425,14 @@ async fn measure(cluster: Arc<Cluster>, count: u32, burst: u32) -> Result<Report
         loadavg: loadavg.trim().to_owned(),
         count,
         burst,
-        sequential: summarize(&sequential_ms),
-        sequential_ms,
-        sequential_running,
-        burst_each: summarize(&burst_each_ms),
-        burst_each_ms,
-        burst_running,
+        sequential: summarize(&sequential.running_ms),
+        sequential_bound: summarize(&sequential.bound_ms),
+        sequential_ms: sequential.running_ms,
+        sequential_running: sequential.running,
+        burst_each: summarize(&burst_times.running_ms),
+        burst_bound: summarize(&burst_times.bound_ms),
+        burst_each_ms: burst_times.running_ms,
+        burst_running: burst_times.running,
         burst_total_ms: (last - first).as_secs_f64() * 1e3,
         kubelet,
         apiserver,
@@ -404,6 +471,11 @@ fn print_report(r: &Report) {
         "  sequential, {} pods ({} Running): p50 {:.1} ms  p90 {:.1}  p99 {:.1}  max {:.1}",
         r.count, r.sequential_running, s.p50, s.p90, s.p99, s.max
     );
+    let sb = &r.sequential_bound;
+    println!(
+        "    of which create → bound seen: p50 {:.1} ms  p90 {:.1}  p99 {:.1}  max {:.1}",
+        sb.p50, sb.p90, sb.p99, sb.max
+    );
     println!(
         "    goal p50 ≤ {:.0} ms: {};  goal p99 ≤ {:.0} ms: {}",
         g.p50_ms,
@@ -419,6 +491,11 @@ fn print_report(r: &Report) {
     println!(
         "  burst of {} ({} Running): all Running in {:.0} ms; each p50 {:.1} ms  p90 {:.1}  p99 {:.1}",
         r.burst, r.burst_running, r.burst_total_ms, b.p50, b.p90, b.p99
+    );
+    let bb = &r.burst_bound;
+    println!(
+        "    of which create → bound seen: p50 {:.1} ms  p90 {:.1}  p99 {:.1}",
+        bb.p50, bb.p90, bb.p99
     );
     println!(
         "    goal burst of 100 ≤ {:.0} ms: {burst_goal}",
@@ -493,4 +570,44 @@ fn write_outputs(json: &Path, plot: &Path, report: &Report) -> Result<()> {
     )?;
     println!("wrote {} and {}", json.display(), plot.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(seen: &[Seen]) -> Vec<String> {
+        seen.iter()
+            .map(|s| match s {
+                Seen::Bound(n, _) => format!("bound {n}"),
+                Seen::Running(n, _) => format!("running {n}"),
+                Seen::Failed(n, _) => format!("failed {n}"),
+                Seen::Gone(n) => format!("gone {n}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_pods_binding_and_first_running_are_reported_once() {
+        let event = |kind: &str, node: &str, phase: &str| {
+            json!({"type": kind, "object": {"metadata": {"name": "p"},
+                "spec": {"nodeName": node}, "status": {"phase": phase}}})
+        };
+        let mut t = Tracker::default();
+        let now = Instant::now();
+        let mut seen = |e: Value| names(&t.seen(&e, now).unwrap());
+        assert!(seen(event("ADDED", "", "Pending")).is_empty());
+        assert_eq!(seen(event("MODIFIED", "n", "Pending")), ["bound p"]);
+        assert_eq!(seen(event("MODIFIED", "n", "Running")), ["running p"]);
+        assert!(seen(event("MODIFIED", "n", "Running")).is_empty());
+        assert_eq!(seen(event("DELETED", "n", "Running")), ["gone p"]);
+        // Bound and Running in one event (a missed intermediate version): both, in order.
+        assert_eq!(
+            seen(event("MODIFIED", "n", "Running")),
+            ["bound p", "running p"]
+        );
+        assert_eq!(seen(event("MODIFIED", "n", "Failed")), ["failed p"]);
+        let error = json!({"type": "ERROR", "object": {"code": 410}});
+        assert!(t.seen(&error, now).is_err());
+    }
 }
