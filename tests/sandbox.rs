@@ -302,3 +302,29 @@ fn a_sandbox_that_fails_half_way_leaves_nothing_behind() {
     );
     assert!(pods.sandboxes.list().is_empty());
 }
+
+#[test]
+fn a_removed_sandboxs_veth_is_gone_at_once_so_its_name_can_be_reused() {
+    if !ready() {
+        return;
+    }
+    let mut pods = Pods::new("reuse");
+    let fd = PinnedNs::open(&pods.node_netns).unwrap();
+    let mut node = NetHandle::in_netns(std::os::fd::AsFd::as_fd(&fd), "node").unwrap();
+    // The kubelet names the veth after the pod IP, and hands a released IP out again: a pod
+    // deleted and the next one created at once meet on the same name.
+    for round in 0..5 {
+        pods.pod("again", "10.244.0.7", Resources::default());
+        assert!(
+            node.link_index("veth-again").unwrap().is_some(),
+            "round {round}"
+        );
+        pods.sandboxes.remove("again").unwrap();
+        pods.ids.clear();
+        assert_eq!(
+            node.link_index("veth-again").unwrap(),
+            None,
+            "round {round}: the veth outlived its sandbox"
+        );
+    }
+}

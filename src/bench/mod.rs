@@ -2,6 +2,7 @@
 //! same run, and write JSON and an SVG plot.
 
 pub mod api;
+pub mod cluster;
 pub mod control_plane;
 mod https;
 pub mod image;

@@ -4,8 +4,10 @@
 //! and as a concurrent burst running `sleep`. In the same run, `crun run` and `runc run` on a
 //! bundle of the same rootfs, when installed. Prints p50/p90/p99/max, writes JSON and an SVG
 //! (CDF of the sequential starts). Everything lives in namespaces, cgroups and temp dirs the
-//! bench creates, and is removed again, also on error.
+//! bench creates, and is removed again, also on error. `--mode e2e` (`e2e.rs`) times pods
+//! through a real cluster instead: API create to Running on a watch.
 
+mod e2e;
 mod oci;
 mod skiff;
 
@@ -27,6 +29,9 @@ use skiff::{Node, Phases, start_skiff_pod};
 pub enum Mode {
     /// The runtime in-process on this node (no CRI, no kubelet).
     Node,
+    /// Through a real cluster (`skiff apiserver` + `skiff kubelet` in a network namespace of
+    /// the bench's): API create → Running on a watch, and the kubelet's RSS.
+    E2e,
 }
 
 #[derive(Debug, clap::Args)]
@@ -36,11 +41,11 @@ pub struct PodStartBench {
     /// Pods started one after another (per system).
     #[arg(long, default_value_t = 100)]
     count: u32,
-    /// Pods started at once (per system).
-    #[arg(long, default_value_t = 50)]
-    burst: u32,
-    /// An OCI layout of the busybox test image (default: built with tests/image/mkimage.py).
+    /// Pods started at once (per system); default 50 for `node`, 100 for `e2e`.
     #[arg(long)]
+    burst: Option<u32>,
+    /// An OCI layout of the busybox test image (default: built with tests/image/mkimage.py).
+    #[arg(long, alias = "image-layout")]
     image_dir: Option<PathBuf>,
     /// The test-image generator.
     #[arg(long, default_value = "tests/image/mkimage.py")]
@@ -57,10 +62,16 @@ pub struct PodStartBench {
     /// network namespaces of the pods and containers removed before it.
     #[arg(long)]
     no_settle: bool,
-    #[arg(long, default_value = "bench-out/pod-start.json")]
-    json: PathBuf,
-    #[arg(long, default_value = "bench-out/pod-start.svg")]
-    plot: PathBuf,
+    /// The kubectl `e2e` deletes leftover pods with (default: kubectl 1.33 from the machine
+    /// image if present, else `kubectl`).
+    #[arg(long)]
+    kubectl: Option<PathBuf>,
+    /// Default bench-out/pod-start.json (`node`), bench-out/pod-start-e2e.json (`e2e`).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Default bench-out/pod-start.svg (`node`), bench-out/pod-start-e2e.svg (`e2e`).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 /// One system's figures, in milliseconds.
@@ -130,11 +141,29 @@ impl PodStartBench {
             rustix::process::geteuid().is_root(),
             "skiff bench pod-start must run as root (it creates namespaces, cgroups and mounts)"
         );
-        ensure!(self.mode == Mode::Node, "only --mode node exists");
+        let burst = self.burst();
         ensure!(
-            self.count >= 1 && (1..=1000).contains(&self.burst),
+            self.count >= 1 && (1..=1000).contains(&burst),
             "--count must be ≥ 1 and --burst 1..=1000"
         );
+        let stem = match self.mode {
+            Mode::Node => "bench-out/pod-start",
+            Mode::E2e => "bench-out/pod-start-e2e",
+        };
+        let json = self.json.clone().unwrap_or(format!("{stem}.json").into());
+        let plot = self.plot.clone().unwrap_or(format!("{stem}.svg").into());
+        if self.mode == Mode::E2e {
+            return e2e::run(e2e::E2eOptions {
+                count: self.count,
+                burst,
+                image_layout: self.image_dir,
+                mkimage: self.mkimage,
+                kubectl: self.kubectl.unwrap_or_else(super::cluster::default_kubectl),
+                json,
+                plot,
+            })
+            .await;
+        }
         let work = tempfile::Builder::new()
             .prefix("skiff-bench-pod-")
             .tempdir()?;
@@ -142,7 +171,14 @@ impl PodStartBench {
         // The rest blocks: threads, processes and sleeps, no async.
         let report = tokio::task::block_in_place(|| self.measure(work.path(), layers))?;
         print_report(&report);
-        write_outputs(&self.json, &self.plot, &report)
+        write_outputs(&json, &plot, &report)
+    }
+
+    fn burst(&self) -> u32 {
+        self.burst.unwrap_or(match self.mode {
+            Mode::Node => 50,
+            Mode::E2e => 100,
+        })
     }
 
     async fn import_image(&self, work: &Path) -> Result<Vec<PathBuf>> {
@@ -216,10 +252,10 @@ impl PodStartBench {
             }
         }
 
-        eprintln!("burst: {} at once, each system", self.burst);
+        eprintln!("burst: {} at once, each system", self.burst());
         let first = self.count + 100;
         self.settle("skiff burst");
-        let (skiff_total, skiff_burst) = burst(self.burst, |j| {
+        let (skiff_total, skiff_burst) = burst(self.burst(), |j| {
             start_skiff_pod(&node, first + j, &["/bin/sleep", "1000"], false)
         })?;
         let skiff_burst_phases: Vec<Phases> = skiff_burst.iter().map(|((_, p), _)| *p).collect();
@@ -235,8 +271,8 @@ impl PodStartBench {
                 filled.elapsed().as_secs_f64() * 1e3
             );
             self.settle("skiff burst with pooled networks");
-            let first = first + self.burst;
-            let (total, pods) = burst(self.burst, |j| {
+            let first = first + self.burst();
+            let (total, pods) = burst(self.burst(), |j| {
                 start_skiff_pod(&node, first + j, &["/bin/sleep", "1000"], true)
             })?;
             let phases: Vec<Phases> = pods.iter().map(|((_, p), _)| *p).collect();
@@ -246,7 +282,7 @@ impl PodStartBench {
         let mut oci_bursts = Vec::new();
         for oci in &baselines {
             self.settle(&format!("{} burst", oci.name));
-            let result = burst(self.burst, |j| oci.run_detached("burst", j, true));
+            let result = burst(self.burst(), |j| oci.run_detached("burst", j, true));
             oci.delete_all()?;
             oci_bursts.push(result?);
         }
@@ -287,7 +323,7 @@ impl PodStartBench {
                 .map(|c| skiff.sequential.p50 / c),
             mode: "node",
             count: self.count,
-            burst: self.burst,
+            burst: self.burst(),
             ratio_p50_vs_crun_run: ratio(find("crun run"), p50),
             ratio_p50_vs_crun_detached: ratio(find("crun run -d"), p50),
             ratio_burst_vs_crun: ratio(find("crun run -d"), total),

@@ -234,8 +234,13 @@ impl Sandboxes {
     }
 
     /// Tears the sandbox down: kills every process left in the pod cgroup (containers should
-    /// have been stopped gracefully before), removes the cgroups and unpins the namespaces
-    /// (the veth pair goes with the netns). Missing parts are fine.
+    /// have been stopped gracefully before), removes the cgroups, deletes the pod's veth and
+    /// unpins the namespaces. Missing parts are fine.
+    ///
+    /// The veth is deleted here rather than left to go with the netns: the kernel frees an
+    /// unpinned netns (and the devices in it) later, on a worker, so the host end's name —
+    /// which the kubelet derives from the pod IP — could still exist when the next pod gets
+    /// that IP, and its create would fail with EEXIST.
     pub fn remove(&self, id: &str) -> Result<(), SandboxError> {
         validate_id(id)?;
         let cg_err = |source| SandboxError::Cgroup {
@@ -251,6 +256,15 @@ impl Sandboxes {
             Err(e) => return Err(cg_err(e)),
         }
         let dir = self.path(id);
+        if let Some(host_ifname) = self.record(id).and_then(|r| r.host_ifname) {
+            let net_err = |source| SandboxError::Network {
+                id: id.into(),
+                source,
+            };
+            self.node_handle()
+                .and_then(|mut node| node.remove_pod_interface(&host_ifname))
+                .map_err(net_err)?;
+        }
         for kind in ["net", "ipc", "uts"] {
             PinnedNs::remove(dir.join(kind)).map_err(|source| SandboxError::Namespace {
                 id: id.into(),
@@ -267,6 +281,12 @@ impl Sandboxes {
                 source,
             }),
         }
+    }
+
+    /// What `sandbox.json` says, if it is there and readable.
+    fn record(&self, id: &str) -> Option<SandboxRecord> {
+        let bytes = std::fs::read(self.path(id).join("sandbox.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Ids of the sandboxes on disk (for re-adoption after a restart).
