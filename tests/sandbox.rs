@@ -214,10 +214,26 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_detected() {
     // A restart reuses the container's cgroup, whose OOM-kill count stays: a later SIGKILL
     // of the new instance (a stop, a liveness kill) is not an OOM kill.
     let mut again = pods.node.containers.spec(&id).unwrap();
-    again.process = ProcessSpec::new(&["sh", "-c", "trap '' TERM; sleep 60"], &["PATH=/bin"]);
+    again.process = ProcessSpec::new(
+        &["sh", "-c", "trap '' TERM; echo trapped; sleep 60"],
+        &["PATH=/bin"],
+    );
     pods.node.containers.remove(&id).unwrap();
     pods.node.containers.create(&again).unwrap();
     pods.node.containers.start(&id).unwrap();
+    // Stop only once the shell ignores SIGTERM, so that the stop has to end in SIGKILL.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !logs::read(&again.log.dir, &again.log.name, None)
+        .unwrap_or_default()
+        .iter()
+        .any(|l| l.text.contains("trapped"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shell never set its trap"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let stopped = pods
         .node
         .containers
