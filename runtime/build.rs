@@ -30,7 +30,10 @@ fn main() {
             .status()
     };
     // Static when glibc's static library is there (libc6-dev); dynamic otherwise.
-    let ok = matches!(build(&["-C", "target-feature=+crt-static"]), Ok(s) if s.success())
+    // Whole-program LTO with one codegen unit drops the parts of std the init never calls:
+    // ~10% smaller, and fewer of its pages are touched, which is what its RSS counts.
+    let small = ["-C", "lto=fat", "-C", "codegen-units=1"];
+    let ok = matches!(build(&[&small[..], &["-C", "target-feature=+crt-static"]].concat()), Ok(s) if s.success())
         || matches!(build(&[]), Ok(s) if s.success());
     assert!(ok, "building {source} with {rustc:?} failed");
 }
