@@ -9,7 +9,7 @@
 //! pods (through the API, then by killing their cgroups), the skiff processes (SIGTERM, then
 //! SIGKILL), mounts under the data dir, and the namespace with its bridge.
 
-mod cleanup;
+pub mod cleanup;
 
 use std::future::Future;
 use std::os::fd::AsFd;

@@ -1,6 +1,6 @@
 //! Removing what a bench cluster leaves behind, also after a failure: its skiff processes,
 //! what still runs in its network namespace, its pod cgroups, mounts under its data dir.
-//! (The same steps as the tests' `tests/support/cleanup.rs`.)
+//! The end-to-end tests clean up with these too (`tests/support/cleanup.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -75,7 +75,8 @@ pub fn unmount_below(dir: &Path) {
     }
 }
 
-fn find_dirs(root: &Path, name: &str, depth: usize) -> Vec<PathBuf> {
+/// The directories named `name` at most `depth` levels below `root`.
+pub fn find_dirs(root: &Path, name: &str, depth: usize) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(root) else {
         return out;
