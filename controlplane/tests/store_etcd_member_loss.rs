@@ -23,7 +23,8 @@ async fn a_dead_member_of_three_fails_no_request() {
             .await
             .expect("create with every member up");
     }
-    cluster.kill(0);
+    let follower = cluster.follower().await;
+    cluster.kill(follower);
     let started = Instant::now();
     let mut revision = 0;
     for i in 0..100 {

@@ -215,6 +215,22 @@ impl EtcdCluster {
         panic!("the etcd cluster did not start:\n{}", logs.join("\n"));
     }
 
+    /// A member that is not the raft leader (killing the leader is an election, during
+    /// which etcd itself times proposals out; that is a different test).
+    pub async fn follower(&self) -> usize {
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            let mut client = Client::connect([endpoint.as_str()], None)
+                .await
+                .expect("connect to a member");
+            let status = client.status().await.expect("member status");
+            let me = status.header().map(|h| h.member_id());
+            if me.is_some() && me != Some(status.leader()) {
+                return i;
+            }
+        }
+        panic!("no follower among {:?}", self.endpoints);
+    }
+
     /// SIGKILLs member `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].take() {
